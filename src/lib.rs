@@ -1,0 +1,12 @@
+//! OTP login for the CRM mobile app, as a Cloudflare Worker.
+//!
+//! - [`domain`]: validated types (email, phone, code, token, user); pure.
+//! - [`login`]: the use cases and the ports they need; pure.
+//! - [`adapters`]: D1, KV, the delivery providers and the runtime's clock and randomness.
+//! - [`http`]: routing, request parsing, the error vocabulary, CORS, and the Worker entry point.
+
+// A Worker isolate is single-threaded; the ports' futures are deliberately not `Send`.
+#![allow(async_fn_in_trait)]
+
+pub mod domain;
+pub mod login;

@@ -1,0 +1,27 @@
+//! The login use cases and the ports they reach the world through. No `worker` import: storage, delivery,
+//! the clock and randomness are traits, implemented by `crate::adapters` on the edge and by fakes in tests.
+
+mod message;
+mod policy;
+mod ports;
+mod service;
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
+
+pub use message::Message;
+pub use policy::{Policy, Refusal};
+pub use ports::{
+    Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, EventKind, EventLog,
+    LoginEvent, Notifier, Opening, Redemption, Reservation, Session, Sessions, StoreError,
+    StoredCode, WindowCounter,
+};
+pub use service::{
+    AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode,
+};
+
+/// The client's address as Cloudflare saw it (`CF-Connecting-IP`), the key for per-IP limits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientIp(pub String);

@@ -1,0 +1,439 @@
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use super::fakes::*;
+use super::*;
+use crate::domain::{CodeHasher, Email, Identifier, OtpCode, PhoneNumber, Profile, User};
+
+/// The fakes never wait, so polling until ready is a complete executor for them.
+fn run<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+    }
+}
+
+type TestLogin = Login<Memory, Memory, Memory, Memory, Outbox, FakeClock, SeededRandom, Recorder>;
+
+struct World {
+    login: TestLogin,
+    memory: Memory,
+    clock: FakeClock,
+    outbox: Outbox,
+    events: Recorder,
+}
+
+const START: i64 = 1_800_000_000;
+
+fn user(id: i64, email: &str, phone: &str, active: bool, employee: bool) -> User {
+    User {
+        id,
+        email: Some(email.into()),
+        first_name: "Mobile".into(),
+        last_name: "Tester".into(),
+        is_active: active,
+        profile: Profile {
+            phone_number: Some(phone.into()),
+            branch: "Head Office".into(),
+            designation: "Tech".into(),
+        },
+        groups: if employee {
+            vec!["Employees".into()]
+        } else {
+            vec!["Contractors".into()]
+        },
+        in_employee_group: employee,
+    }
+}
+
+fn world() -> World {
+    let memory = Memory::with_users(vec![
+        user(1, "mobile.test@example.com", "+1234567890", true, true),
+        user(2, "outsider@example.com", "+1234567891", true, false),
+        user(3, "former@example.com", "+1234567892", false, true),
+    ]);
+    let clock = FakeClock::at(START);
+    let outbox = Outbox::default();
+    let events = Recorder::default();
+    let login = Login {
+        accounts: memory.clone(),
+        challenges: memory.clone(),
+        codes: memory.clone(),
+        sessions: memory.clone(),
+        notifier: outbox.clone(),
+        clock: clock.clone(),
+        random: SeededRandom::new(42),
+        events: events.clone(),
+        policy: Policy::default(),
+        hasher: CodeHasher::new(b"0123456789abcdef0123456789abcdef").unwrap(),
+        app_name: "CRM".into(),
+    };
+    World {
+        login,
+        memory,
+        clock,
+        outbox,
+        events,
+    }
+}
+
+fn email(address: &str) -> Identifier {
+    Identifier::Email(Email::parse(address).unwrap())
+}
+
+fn client() -> ClientIp {
+    ClientIp("203.0.113.7".into())
+}
+
+impl World {
+    /// Requests and delivers a code; returns the digits the user received, if any.
+    fn send_code(&self, identifier: &Identifier) -> Result<Option<String>, LoginError> {
+        let before = self.outbox.sent.borrow().len();
+        let pending = run(self.login.request_code(identifier.clone(), &client()))?;
+        run(self.login.deliver_code(&pending)).unwrap();
+        let sent = self.outbox.sent.borrow();
+        Ok(sent.get(before).map(|m| digits_in(&m.text)))
+    }
+
+    fn verify(&self, identifier: &Identifier, code: &str) -> Result<LoginGrant, LoginError> {
+        run(self
+            .login
+            .verify_code(identifier.clone(), OtpCode::parse(code).unwrap(), &client()))
+    }
+}
+
+fn digits_in(text: &str) -> String {
+    let start = text.find(|c: char| c.is_ascii_digit()).unwrap();
+    text[start..start + 6].to_owned()
+}
+
+/// A six-digit code that is not `code`.
+fn wrong(code: &str) -> String {
+    format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000)
+}
+
+#[test]
+fn an_employee_receives_a_code_that_logs_them_in_once() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().expect("a code is sent");
+    let grant = w.verify(&id, &code).unwrap();
+    assert_eq!(grant.user.id, 1);
+    assert_eq!(grant.token.expose().len(), 64);
+    assert_eq!(
+        w.verify(&id, &code).unwrap_err(),
+        LoginError::InvalidCode {
+            attempts_remaining: 3
+        }
+    );
+    assert_eq!(w.memory.session_count(), 1);
+}
+
+#[test]
+fn a_code_is_valid_until_the_last_second_of_its_ten_minutes() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    w.clock.advance(599);
+    assert!(w.verify(&id, &code).is_ok());
+}
+
+#[test]
+fn a_code_is_dead_at_exactly_ten_minutes() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    w.clock.advance(600);
+    assert_eq!(
+        w.verify(&id, &code).unwrap_err(),
+        LoginError::InvalidCode {
+            attempts_remaining: 3
+        }
+    );
+}
+
+#[test]
+fn the_third_wrong_guess_locks_out_even_the_right_code() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    assert_eq!(
+        w.verify(&id, &wrong(&code)).unwrap_err(),
+        LoginError::InvalidCode {
+            attempts_remaining: 2
+        }
+    );
+    assert_eq!(
+        w.verify(&id, &wrong(&code)).unwrap_err(),
+        LoginError::InvalidCode {
+            attempts_remaining: 1
+        }
+    );
+    assert_eq!(
+        w.verify(&id, &wrong(&code)).unwrap_err(),
+        LoginError::Refused(Refusal::Locked { retry_after: 900 })
+    );
+    assert!(matches!(
+        w.verify(&id, &code),
+        Err(LoginError::Refused(Refusal::Locked { .. }))
+    ));
+    assert_eq!(
+        w.events
+            .kinds()
+            .iter()
+            .filter(|k| **k == EventKind::CodeFailed)
+            .count(),
+        3,
+        "a refused guess is never evaluated"
+    );
+    assert!(w.events.kinds().contains(&EventKind::LockedOut));
+}
+
+#[test]
+fn a_resend_keeps_the_failure_count() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let first = w.send_code(&id).unwrap().unwrap();
+    w.verify(&id, &wrong(&first)).unwrap_err();
+    w.verify(&id, &wrong(&first)).unwrap_err();
+    w.clock.advance(60);
+    let second = w.send_code(&id).unwrap().unwrap();
+    assert!(matches!(
+        w.verify(&id, &wrong(&second)),
+        Err(LoginError::Refused(Refusal::Locked { .. }))
+    ));
+    assert!(matches!(
+        w.verify(&id, &second),
+        Err(LoginError::Refused(Refusal::Locked { .. }))
+    ));
+}
+
+#[test]
+fn a_locked_identifier_cannot_ask_for_a_new_code_until_the_lockout_passes() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    for _ in 0..3 {
+        w.verify(&id, &wrong(&code)).unwrap_err();
+    }
+    w.clock.advance(899);
+    assert_eq!(
+        w.send_code(&id).unwrap_err(),
+        LoginError::Refused(Refusal::Locked { retry_after: 1 })
+    );
+    w.clock.advance(1);
+    let fresh = w.send_code(&id).unwrap().unwrap();
+    assert!(w.verify(&id, &fresh).is_ok());
+}
+
+#[test]
+fn a_success_clears_the_failure_count() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    w.verify(&id, &wrong(&code)).unwrap_err();
+    w.verify(&id, &wrong(&code)).unwrap_err();
+    w.verify(&id, &code).unwrap();
+    w.clock.advance(60);
+    let next = w.send_code(&id).unwrap().unwrap();
+    assert_eq!(
+        w.verify(&id, &wrong(&next)).unwrap_err(),
+        LoginError::InvalidCode {
+            attempts_remaining: 2
+        }
+    );
+}
+
+#[test]
+fn a_new_code_kills_the_previous_one() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let first = w.send_code(&id).unwrap().unwrap();
+    w.clock.advance(60);
+    let second = w.send_code(&id).unwrap().unwrap();
+    if first != second {
+        assert_eq!(
+            w.verify(&id, &first).unwrap_err(),
+            LoginError::InvalidCode {
+                attempts_remaining: 2
+            }
+        );
+    }
+    assert!(w.verify(&id, &second).is_ok());
+}
+
+#[test]
+fn a_second_request_within_the_cooldown_is_refused_with_the_wait() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    w.send_code(&id).unwrap();
+    w.clock.advance(45);
+    assert_eq!(
+        w.send_code(&id).unwrap_err(),
+        LoginError::Refused(Refusal::Cooldown { retry_after: 15 })
+    );
+    assert_eq!(w.outbox.sent.borrow().len(), 1);
+}
+
+#[test]
+fn an_identifier_is_sent_at_most_five_codes_an_hour() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    for _ in 0..5 {
+        w.send_code(&id).unwrap();
+        w.clock.advance(60);
+    }
+    assert_eq!(
+        w.send_code(&id).unwrap_err(),
+        LoginError::Refused(Refusal::HourlyCap { retry_after: 3300 })
+    );
+    w.clock.advance(3300);
+    assert!(w.send_code(&id).unwrap().is_some());
+}
+
+#[test]
+fn one_client_ip_may_request_only_so_many_codes_per_window() {
+    let w = world();
+    for n in 0..20 {
+        w.send_code(&email(&format!("user{n}@example.com")))
+            .unwrap();
+    }
+    let refused = w.send_code(&email("mobile.test@example.com")).unwrap_err();
+    assert_eq!(
+        refused,
+        LoginError::Refused(Refusal::TooManyRequests { retry_after: 900 })
+    );
+}
+
+#[test]
+fn outsiders_inactive_users_and_unknown_addresses_are_admitted_alike_and_sent_nothing() {
+    let w = world();
+    for address in [
+        "outsider@example.com",
+        "former@example.com",
+        "nobody@example.com",
+    ] {
+        let id = email(address);
+        assert_eq!(w.send_code(&id).unwrap(), None, "{address}");
+        assert_eq!(
+            w.verify(&id, "000000").unwrap_err(),
+            LoginError::InvalidCode {
+                attempts_remaining: 2
+            }
+        );
+    }
+    assert!(w.outbox.sent.borrow().is_empty());
+    let requested = w
+        .events
+        .0
+        .borrow()
+        .iter()
+        .filter(|e| e.kind == EventKind::CodeRequested)
+        .count();
+    assert_eq!(requested, 3);
+}
+
+#[test]
+fn a_phone_number_gets_its_code_by_sms() {
+    let w = world();
+    let id = Identifier::Phone(PhoneNumber::parse("+1 234 567 890").unwrap());
+    let code = w.send_code(&id).unwrap().unwrap();
+    assert_eq!(w.outbox.sent.borrow()[0].to, id);
+    assert_eq!(w.verify(&id, &code).unwrap().user.id, 1);
+}
+
+#[test]
+fn codes_are_stored_only_as_keyed_digests() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    let stored = w.memory.stored_codes();
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].digest.contains(&code));
+    assert_eq!(stored[0].expires_at, START + 600);
+}
+
+#[test]
+fn a_failed_delivery_is_recorded_and_does_not_change_the_answer() {
+    let w = world();
+    w.outbox.failing.set(true);
+    let id = email("mobile.test@example.com");
+    assert_eq!(w.send_code(&id).unwrap(), None);
+    let failed = w
+        .events
+        .0
+        .borrow()
+        .iter()
+        .find(|e| e.kind == EventKind::DeliveryFailed)
+        .cloned()
+        .unwrap();
+    assert_eq!(failed.user_id, Some(1));
+    assert!(failed.detail.unwrap().contains("provider down"));
+}
+
+#[test]
+fn a_user_deactivated_after_the_code_was_sent_cannot_redeem_it() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    w.memory.update_user(1, |u| u.is_active = false);
+    assert!(matches!(
+        w.verify(&id, &code),
+        Err(LoginError::InvalidCode { .. })
+    ));
+    assert_eq!(w.memory.session_count(), 0);
+}
+
+#[test]
+fn a_token_authenticates_until_logout_and_not_after() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    let token = w.verify(&id, &code).unwrap().token;
+    let header = format!("Token {}", token.expose());
+    let auth = run(w.login.authenticate(Some(&header))).unwrap();
+    assert_eq!(run(w.login.current_user(&auth)).unwrap().id, 1);
+    run(w.login.logout(&auth)).unwrap();
+    assert_eq!(
+        run(w.login.authenticate(Some(&header))).unwrap_err(),
+        AuthError::Invalid
+    );
+    assert_eq!(w.events.kinds().last(), Some(&EventKind::Logout));
+}
+
+#[test]
+fn a_token_dies_at_its_expiry_and_with_its_users_access() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    let header = format!("Bearer {}", w.verify(&id, &code).unwrap().token.expose());
+    let auth = run(w.login.authenticate(Some(&header))).unwrap();
+    w.memory.update_user(1, |u| u.in_employee_group = false);
+    assert_eq!(
+        run(w.login.current_user(&auth)).unwrap_err(),
+        AuthError::Invalid
+    );
+    w.clock.advance(Policy::default().token_ttl_seconds);
+    assert_eq!(
+        run(w.login.authenticate(Some(&header))).unwrap_err(),
+        AuthError::Invalid
+    );
+}
+
+#[test]
+fn requests_without_a_token_are_told_apart_from_dead_tokens() {
+    let w = world();
+    assert_eq!(
+        run(w.login.authenticate(None)).unwrap_err(),
+        AuthError::Missing
+    );
+    let unknown = format!("Token {}", "ab".repeat(32));
+    assert_eq!(
+        run(w.login.authenticate(Some(&unknown))).unwrap_err(),
+        AuthError::Invalid
+    );
+}
