@@ -8,5 +8,7 @@
 // A Worker isolate is single-threaded; the ports' futures are deliberately not `Send`.
 #![allow(async_fn_in_trait)]
 
+pub mod adapters;
 pub mod domain;
+pub mod http;
 pub mod login;

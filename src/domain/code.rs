@@ -90,8 +90,7 @@ impl CodeHasher {
 
     fn mac(&self, challenge: &ChallengeId, code: &OtpCode) -> Hmac<Sha256> {
         // Invariant: HMAC takes keys of any length, so this cannot fail.
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
         mac.update(challenge.0.as_bytes());
         mac.update(b":");
         mac.update(&code.0);
@@ -154,9 +153,7 @@ mod tests {
             fn fill(&self, buf: &mut [u8]) -> Result<(), RandomError> {
                 for slot in buf.iter_mut() {
                     let mut state = self.0.borrow_mut();
-                    *state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     *slot = (*state >> 56) as u8;
                 }
                 Ok(())
@@ -172,10 +169,7 @@ mod tests {
             }
         }
         // 60,000 digits: each value expected 6,000 times; a 5% band is far outside sampling noise (sd ~ 73).
-        assert!(
-            counts.iter().all(|c| (5_700..=6_300).contains(c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|c| (5_700..=6_300).contains(c)), "{counts:?}");
     }
 
     #[test]
@@ -203,9 +197,7 @@ mod tests {
         assert!(!hasher.matches(&challenge, &OtpCode::parse("123457").unwrap(), &digest));
         assert!(!hasher.matches(&ChallengeId("c2".into()), &code, &digest));
         assert!(!hasher.matches(&challenge, &code, "not hex"));
-        assert!(!CodeHasher::new(&[1u8; 32])
-            .unwrap()
-            .matches(&challenge, &code, &digest));
+        assert!(!CodeHasher::new(&[1u8; 32]).unwrap().matches(&challenge, &code, &digest));
     }
 
     #[test]

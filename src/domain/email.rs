@@ -44,12 +44,7 @@ impl Email {
     pub fn masked(&self) -> String {
         let (local, domain) = self.0.split_once('@').unwrap_or((&self.0, ""));
         let shown = if local.len() > 4 { 2 } else { 1 };
-        format!(
-            "{}{}@{}",
-            &local[..shown],
-            "*".repeat(local.len() - shown),
-            domain
-        )
+        format!("{}{}@{}", &local[..shown], "*".repeat(local.len() - shown), domain)
     }
 }
 
@@ -60,9 +55,7 @@ fn valid_local_part(local: &str) -> bool {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || SPECIALS.contains(&b))
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || SPECIALS.contains(&b))
 }
 
 fn valid_domain(domain: &str) -> bool {
@@ -73,13 +66,9 @@ fn valid_domain(domain: &str) -> bool {
                 && label.len() <= MAX_LABEL
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
-        && labels
-            .last()
-            .is_some_and(|tld| tld.len() >= 2 && !tld.bytes().all(|b| b.is_ascii_digit()))
+        && labels.last().is_some_and(|tld| tld.len() >= 2 && !tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -88,10 +77,7 @@ mod tests {
 
     #[test]
     fn addresses_are_trimmed_and_lower_cased() {
-        assert_eq!(
-            Email::parse("  Mobile.Test@Example.COM ").unwrap().as_str(),
-            "mobile.test@example.com"
-        );
+        assert_eq!(Email::parse("  Mobile.Test@Example.COM ").unwrap().as_str(), "mobile.test@example.com");
     }
 
     #[test]
@@ -132,13 +118,7 @@ mod tests {
 
     #[test]
     fn masking_keeps_the_domain_and_hides_the_local_part() {
-        assert_eq!(
-            Email::parse("mobile.test@example.com").unwrap().masked(),
-            "mo*********@example.com"
-        );
-        assert_eq!(
-            Email::parse("ab@example.com").unwrap().masked(),
-            "a*@example.com"
-        );
+        assert_eq!(Email::parse("mobile.test@example.com").unwrap().masked(), "mo*********@example.com");
+        assert_eq!(Email::parse("ab@example.com").unwrap().masked(), "a*@example.com");
     }
 }

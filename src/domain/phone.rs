@@ -73,82 +73,40 @@ mod tests {
 
     #[test]
     fn the_seed_test_number_is_already_canonical() {
-        assert_eq!(
-            PhoneNumber::parse("+1234567890").unwrap().as_str(),
-            "+1234567890"
-        );
+        assert_eq!(PhoneNumber::parse("+1234567890").unwrap().as_str(), "+1234567890");
     }
 
     #[test]
     fn separators_and_the_00_prefix_are_normalised_away() {
-        for raw in [
-            "+1 (234) 567-890",
-            " +1.234.567.890 ",
-            "001234567890",
-            "+1-234-567-890",
-        ] {
-            assert_eq!(
-                PhoneNumber::parse(raw).unwrap().as_str(),
-                "+1234567890",
-                "{raw}"
-            );
+        for raw in ["+1 (234) 567-890", " +1.234.567.890 ", "001234567890", "+1-234-567-890"] {
+            assert_eq!(PhoneNumber::parse(raw).unwrap().as_str(), "+1234567890", "{raw}");
         }
     }
 
     #[test]
     fn numbers_without_a_country_code_are_refused() {
-        assert_eq!(
-            PhoneNumber::parse("0123456789"),
-            Err(PhoneNumberError::MissingCountryCode)
-        );
-        assert_eq!(
-            PhoneNumber::parse("1234567890"),
-            Err(PhoneNumberError::MissingCountryCode)
-        );
-        assert_eq!(
-            PhoneNumber::parse("+0123456789"),
-            Err(PhoneNumberError::MissingCountryCode)
-        );
+        assert_eq!(PhoneNumber::parse("0123456789"), Err(PhoneNumberError::MissingCountryCode));
+        assert_eq!(PhoneNumber::parse("1234567890"), Err(PhoneNumberError::MissingCountryCode));
+        assert_eq!(PhoneNumber::parse("+0123456789"), Err(PhoneNumberError::MissingCountryCode));
     }
 
     #[test]
     fn letters_and_unicode_digits_are_refused() {
-        assert_eq!(
-            PhoneNumber::parse("+1234567abc"),
-            Err(PhoneNumberError::InvalidCharacter)
-        );
-        assert_eq!(
-            PhoneNumber::parse("+１２３４５６７８９０"),
-            Err(PhoneNumberError::InvalidCharacter)
-        );
-        assert_eq!(
-            PhoneNumber::parse("+12+34567890"),
-            Err(PhoneNumberError::InvalidCharacter)
-        );
+        assert_eq!(PhoneNumber::parse("+1234567abc"), Err(PhoneNumberError::InvalidCharacter));
+        assert_eq!(PhoneNumber::parse("+１２３４５６７８９０"), Err(PhoneNumberError::InvalidCharacter));
+        assert_eq!(PhoneNumber::parse("+12+34567890"), Err(PhoneNumberError::InvalidCharacter));
     }
 
     #[test]
     fn lengths_outside_e164_are_refused() {
-        assert_eq!(
-            PhoneNumber::parse("+123456"),
-            Err(PhoneNumberError::WrongLength)
-        );
-        assert_eq!(
-            PhoneNumber::parse("+1234567890123456"),
-            Err(PhoneNumberError::WrongLength)
-        );
-        assert_eq!(
-            PhoneNumber::parse(&"+1".repeat(40)),
-            Err(PhoneNumberError::WrongLength)
-        );
+        assert_eq!(PhoneNumber::parse("+123456"), Err(PhoneNumberError::WrongLength));
+        assert_eq!(PhoneNumber::parse("+1234567890123456"), Err(PhoneNumberError::WrongLength));
+        assert_eq!(PhoneNumber::parse(&"+1".repeat(40)), Err(PhoneNumberError::WrongLength));
         assert_eq!(PhoneNumber::parse(""), Err(PhoneNumberError::Empty));
     }
 
     #[test]
     fn masking_keeps_only_the_ends() {
-        assert_eq!(
-            PhoneNumber::parse("+1234567890").unwrap().masked(),
-            "+12******90"
-        );
+        assert_eq!(PhoneNumber::parse("+1234567890").unwrap().masked(), "+12******90");
     }
 }

@@ -33,19 +33,14 @@ impl Token {
 
     /// Reads `Token <t>` (Django REST Framework's form) or `Bearer <t>`; the scheme is case-insensitive.
     pub fn from_authorization(header: Option<&str>) -> Result<Token, TokenError> {
-        let header = header
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .ok_or(TokenError::Missing)?;
+        let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(TokenError::Missing)?;
         let (scheme, credentials) = header.split_once(' ').ok_or(TokenError::Missing)?;
         if !scheme.eq_ignore_ascii_case("token") && !scheme.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::Missing);
         }
         let credentials = credentials.trim();
         let well_formed = credentials.len() == TOKEN_BYTES * 2
-            && credentials
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && credentials.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if well_formed {
             Ok(Token(credentials.to_owned()))
         } else {
@@ -90,41 +85,21 @@ mod tests {
     #[test]
     fn both_token_and_bearer_schemes_are_read() {
         let t = "0f".repeat(32);
-        for header in [
-            format!("Token {t}"),
-            format!("Bearer {t}"),
-            format!("bearer   {t} "),
-            format!("TOKEN {t}"),
-        ] {
-            assert_eq!(
-                Token::from_authorization(Some(&header)).unwrap().expose(),
-                t,
-                "{header}"
-            );
+        for header in [format!("Token {t}"), format!("Bearer {t}"), format!("bearer   {t} "), format!("TOKEN {t}")] {
+            assert_eq!(Token::from_authorization(Some(&header)).unwrap().expose(), t, "{header}");
         }
     }
 
     #[test]
     fn other_schemes_and_absent_headers_count_as_missing() {
         assert_eq!(Token::from_authorization(None), Err(TokenError::Missing));
-        assert_eq!(
-            Token::from_authorization(Some("")),
-            Err(TokenError::Missing)
-        );
-        assert_eq!(
-            Token::from_authorization(Some("Basic dXNlcjpwYXNz")),
-            Err(TokenError::Missing)
-        );
+        assert_eq!(Token::from_authorization(Some("")), Err(TokenError::Missing));
+        assert_eq!(Token::from_authorization(Some("Basic dXNlcjpwYXNz")), Err(TokenError::Missing));
     }
 
     #[test]
     fn garbage_credentials_are_malformed() {
-        for bad in [
-            "Token abc",
-            "Bearer ",
-            "Token ZZ",
-            &format!("Token {}", "A".repeat(64)),
-        ] {
+        for bad in ["Token abc", "Bearer ", "Token ZZ", &format!("Token {}", "A".repeat(64))] {
             assert!(Token::from_authorization(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -41,11 +41,7 @@ impl SeededRandom {
 impl Random for SeededRandom {
     fn fill(&self, buf: &mut [u8]) -> Result<(), RandomError> {
         for slot in buf.iter_mut() {
-            let next = self
-                .0
-                .get()
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let next = self.0.get().wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             self.0.set(next);
             *slot = (next >> 56) as u8;
         }
@@ -87,26 +83,14 @@ impl Memory {
     fn user_by(&self, matches: impl Fn(&User) -> bool) -> Option<User> {
         self.0.borrow().users.iter().find(|u| matches(u)).cloned()
     }
-    fn count(
-        &self,
-        client: &ClientIp,
-        purpose: &str,
-        now: UnixTime,
-        policy: &Policy,
-    ) -> WindowCounter {
+    fn count(&self, client: &ClientIp, purpose: &str, now: UnixTime, policy: &Policy) -> WindowCounter {
         let mut state = self.0.borrow_mut();
         let counter = state
             .counters
             .entry(format!("{}:{purpose}", client.0))
-            .or_insert(WindowCounter {
-                hits: 0,
-                window_started_at: now,
-            });
+            .or_insert(WindowCounter { hits: 0, window_started_at: now });
         if counter.window_started_at.plus(policy.ip_window_seconds) <= now {
-            *counter = WindowCounter {
-                hits: 0,
-                window_started_at: now,
-            };
+            *counter = WindowCounter { hits: 0, window_started_at: now };
         }
         counter.hits += 1;
         *counter
@@ -121,10 +105,7 @@ fn matches_identifier(user: &User, identifier: &Identifier) -> bool {
 }
 
 impl Accounts for Memory {
-    async fn find_by_identifier(
-        &self,
-        identifier: &Identifier,
-    ) -> Result<Option<User>, StoreError> {
+    async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError> {
         Ok(self.user_by(|u| matches_identifier(u, identifier)))
     }
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
@@ -150,13 +131,9 @@ impl Challenges for Memory {
         if let Some(refusal) = previous.as_ref().and_then(|p| policy.send_refusal(p, now)) {
             return Ok(Opening::Refused(refusal));
         }
-        let failures = previous
-            .as_ref()
-            .map_or(0, |p| policy.live_failures(p, now));
+        let failures = previous.as_ref().map_or(0, |p| policy.live_failures(p, now));
         let (window_started_at, sends_in_window) = match &previous {
-            Some(p) if p.window_started_at.plus(HOUR) > now => {
-                (p.window_started_at, p.sends_in_window + 1)
-            }
+            Some(p) if p.window_started_at.plus(HOUR) > now => (p.window_started_at, p.sends_in_window + 1),
             _ => (now, 1),
         };
         state.challenges.insert(
@@ -167,9 +144,7 @@ impl Challenges for Memory {
                 expires_at: now.plus(policy.code_ttl_seconds),
                 consumed_at: None,
                 failed_attempts: failures,
-                last_failed_at: previous
-                    .and_then(|p| p.last_failed_at)
-                    .filter(|_| failures > 0),
+                last_failed_at: previous.and_then(|p| p.last_failed_at).filter(|_| failures > 0),
                 window_started_at,
                 sends_in_window,
             },
@@ -190,9 +165,7 @@ impl Challenges for Memory {
         }
         let mut state = self.0.borrow_mut();
         let Some(challenge) = state.challenges.get_mut(&identifier.key()) else {
-            return Ok(Reservation::NoActiveCode {
-                attempts_remaining: policy.max_failed_attempts,
-            });
+            return Ok(Reservation::NoActiveCode { attempts_remaining: policy.max_failed_attempts });
         };
         if let Some(refusal) = policy.lock_refusal(challenge, now) {
             return Ok(Reservation::Refused(refusal));
@@ -220,33 +193,20 @@ impl Challenges for Memory {
             let Some(live) = state.challenges.get_mut(&identifier.key()) else {
                 return Ok(Redemption::AlreadyUsed);
             };
-            if &live.challenge_id != challenge
-                || live.consumed_at.is_some()
-                || live.expires_at <= now
-            {
+            if &live.challenge_id != challenge || live.consumed_at.is_some() || live.expires_at <= now {
                 return Ok(Redemption::AlreadyUsed);
             }
             live.consumed_at = Some(now);
             live.failed_attempts = 0;
             live.last_failed_at = None;
         }
-        Ok(Redemption::Redeemed(
-            self.user_by(|u| matches_identifier(u, identifier)),
-        ))
+        Ok(Redemption::Redeemed(self.user_by(|u| matches_identifier(u, identifier))))
     }
 }
 
 impl CodeVault for Memory {
-    async fn put(
-        &self,
-        identifier: &Identifier,
-        code: &StoredCode,
-        _ttl: u64,
-    ) -> Result<(), StoreError> {
-        self.0
-            .borrow_mut()
-            .codes
-            .insert(identifier.key(), code.clone());
+    async fn put(&self, identifier: &Identifier, code: &StoredCode, _ttl: u64) -> Result<(), StoreError> {
+        self.0.borrow_mut().codes.insert(identifier.key(), code.clone());
         Ok(())
     }
     async fn get(&self, identifier: &Identifier) -> Result<Option<StoredCode>, StoreError> {
@@ -255,16 +215,8 @@ impl CodeVault for Memory {
 }
 
 impl Sessions for Memory {
-    async fn put(
-        &self,
-        token: &TokenDigest,
-        session: &Session,
-        _ttl: u64,
-    ) -> Result<(), StoreError> {
-        self.0
-            .borrow_mut()
-            .sessions
-            .insert(token.0.clone(), session.clone());
+    async fn put(&self, token: &TokenDigest, session: &Session, _ttl: u64) -> Result<(), StoreError> {
+        self.0.borrow_mut().sessions.insert(token.0.clone(), session.clone());
         Ok(())
     }
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError> {
@@ -286,10 +238,7 @@ pub struct Outbox {
 impl Notifier for Outbox {
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
         if self.failing.get() {
-            return Err(DeliveryError {
-                provider: "outbox",
-                reason: "HTTP 500: provider down".into(),
-            });
+            return Err(DeliveryError { provider: "outbox", reason: "HTTP 500: provider down".into() });
         }
         self.sent.borrow_mut().push(message.clone());
         Ok(())

@@ -4,46 +4,37 @@ use crate::domain::{Channel, Identifier, OtpCode};
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     pub to: Identifier,
+    /// The code itself, for providers that place it themselves (the console prints it).
+    pub code: OtpCode,
     pub subject: String,
     pub text: String,
     pub html: String,
 }
 
 impl Message {
-    pub fn one_time_code(
-        app_name: &str,
-        to: &Identifier,
-        code: &OtpCode,
-        ttl_minutes: i64,
-    ) -> Message {
-        let code = code.expose();
+    pub fn one_time_code(app_name: &str, to: &Identifier, code: &OtpCode, ttl_minutes: i64) -> Message {
+        let digits = code.expose();
         let subject = format!("Your {app_name} verification code");
         match to.channel() {
             Channel::Sms => Message {
                 to: to.clone(),
+                code: code.clone(),
                 subject,
-                text: format!(
-                    "Your {app_name} code is {code}. It expires in {ttl_minutes} minutes."
-                ),
+                text: format!("Your {app_name} code is {digits}. It expires in {ttl_minutes} minutes."),
                 html: String::new(),
             },
             Channel::Email => {
                 let text = format!(
-                    "Your {app_name} verification code is {code}.\n\nIt expires in {ttl_minutes} minutes and can be \
+                    "Your {app_name} verification code is {digits}.\n\nIt expires in {ttl_minutes} minutes and can be \
                      used once. If you did not ask for it, you can ignore this email."
                 );
                 let app = escape_html(app_name);
                 let html = format!(
                     "<p>Your {app} verification code is</p><p style=\"font-size:28px;font-weight:bold;\
-                     letter-spacing:4px\">{code}</p><p>It expires in {ttl_minutes} minutes and can be used once. \
+                     letter-spacing:4px\">{digits}</p><p>It expires in {ttl_minutes} minutes and can be used once. \
                      If you did not ask for it, you can ignore this email.</p>"
                 );
-                Message {
-                    to: to.clone(),
-                    subject,
-                    text,
-                    html,
-                }
+                Message { to: to.clone(), code: code.clone(), subject, text, html }
             }
         }
     }
@@ -51,10 +42,7 @@ impl Message {
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Message")
-            .field("to", &self.to.masked())
-            .field("subject", &self.subject)
-            .finish()
+        f.debug_struct("Message").field("to", &self.to.masked()).field("subject", &self.subject).finish()
     }
 }
 
@@ -81,8 +69,7 @@ mod tests {
     #[test]
     fn an_email_carries_the_code_and_expiry_in_text_and_html() {
         let to = Identifier::Email(Email::parse("a@example.com").unwrap());
-        let message =
-            Message::one_time_code("CRM <Lifts>", &to, &OtpCode::parse("123456").unwrap(), 10);
+        let message = Message::one_time_code("CRM <Lifts>", &to, &OtpCode::parse("123456").unwrap(), 10);
         assert!(message.text.contains("123456") && message.text.contains("10 minutes"));
         assert!(message.html.contains("123456") && message.html.contains("CRM &lt;Lifts&gt;"));
         assert!(!format!("{message:?}").contains("123456"));

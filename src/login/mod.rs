@@ -14,13 +14,10 @@ mod tests;
 pub use message::Message;
 pub use policy::{Policy, Refusal};
 pub use ports::{
-    Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, EventKind, EventLog,
-    LoginEvent, Notifier, Opening, Redemption, Reservation, Session, Sessions, StoreError,
-    StoredCode, WindowCounter,
+    Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, EventKind, EventLog, LoginEvent, Notifier,
+    Opening, Redemption, Reservation, Session, Sessions, StoreError, StoredCode, WindowCounter,
 };
-pub use service::{
-    AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode,
-};
+pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode};
 
 /// The client's address as Cloudflare saw it (`CF-Connecting-IP`), the key for per-IP limits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -70,12 +70,7 @@ impl Refusal {
 
 impl Policy {
     /// Whether a counter that has just been incremented is over `limit`.
-    pub fn ip_refusal(
-        &self,
-        counter: &WindowCounter,
-        limit: u32,
-        now: UnixTime,
-    ) -> Option<Refusal> {
+    pub fn ip_refusal(&self, counter: &WindowCounter, limit: u32, now: UnixTime) -> Option<Refusal> {
         (counter.hits > limit).then(|| Refusal::TooManyRequests {
             retry_after: now.seconds_until(counter.window_started_at.plus(self.ip_window_seconds)),
         })
@@ -98,9 +93,7 @@ impl Policy {
     pub fn lock_refusal(&self, state: &ChallengeState, now: UnixTime) -> Option<Refusal> {
         let locked = self.live_failures(state, now) >= self.max_failed_attempts;
         locked.then(|| Refusal::Locked {
-            retry_after: state
-                .last_failed_at
-                .map_or(0, |at| now.seconds_until(at.plus(self.lockout_seconds))),
+            retry_after: state.last_failed_at.map_or(0, |at| now.seconds_until(at.plus(self.lockout_seconds))),
         })
     }
 
@@ -111,15 +104,11 @@ impl Policy {
         }
         let cooldown_ends = state.issued_at.plus(self.resend_cooldown_seconds);
         if cooldown_ends > now {
-            return Some(Refusal::Cooldown {
-                retry_after: now.seconds_until(cooldown_ends),
-            });
+            return Some(Refusal::Cooldown { retry_after: now.seconds_until(cooldown_ends) });
         }
         let window_ends = state.window_started_at.plus(HOUR);
         if window_ends > now && state.sends_in_window >= self.max_sends_per_hour {
-            return Some(Refusal::HourlyCap {
-                retry_after: now.seconds_until(window_ends),
-            });
+            return Some(Refusal::HourlyCap { retry_after: now.seconds_until(window_ends) });
         }
         None
     }

@@ -26,8 +26,7 @@ pub trait Clock {
 
 /// Read access to users, profiles and groups.
 pub trait Accounts {
-    async fn find_by_identifier(&self, identifier: &Identifier)
-        -> Result<Option<User>, StoreError>;
+    async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError>;
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError>;
 }
 
@@ -125,12 +124,7 @@ pub struct StoredCode {
 
 /// Where issued codes wait for their guess.
 pub trait CodeVault {
-    async fn put(
-        &self,
-        identifier: &Identifier,
-        code: &StoredCode,
-        ttl_seconds: u64,
-    ) -> Result<(), StoreError>;
+    async fn put(&self, identifier: &Identifier, code: &StoredCode, ttl_seconds: u64) -> Result<(), StoreError>;
     async fn get(&self, identifier: &Identifier) -> Result<Option<StoredCode>, StoreError>;
 }
 
@@ -143,12 +137,7 @@ pub struct Session {
 }
 
 pub trait Sessions {
-    async fn put(
-        &self,
-        token: &TokenDigest,
-        session: &Session,
-        ttl_seconds: u64,
-    ) -> Result<(), StoreError>;
+    async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError>;
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError>;
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError>;
 }

@@ -3,13 +3,12 @@ use futures_util::future::join;
 use super::message::Message;
 use super::policy::{Policy, Refusal};
 use super::ports::{
-    Accounts, Challenges, Clock, CodeVault, EventKind, EventLog, LoginEvent, Notifier, Opening,
-    Redemption, Reservation, Session, Sessions, StoreError, StoredCode,
+    Accounts, Challenges, Clock, CodeVault, EventKind, EventLog, LoginEvent, Notifier, Opening, Redemption,
+    Reservation, Session, Sessions, StoreError, StoredCode,
 };
 use super::ClientIp;
 use crate::domain::{
-    ChallengeId, CodeHasher, Identifier, OtpCode, Random, RandomError, Token, TokenDigest,
-    TokenError, UnixTime, User,
+    ChallengeId, CodeHasher, Identifier, OtpCode, Random, RandomError, Token, TokenDigest, TokenError, UnixTime, User,
 };
 
 /// The login use cases over their ports: `A`ccounts, `C`hallenges, code `V`ault, `S`essions, `N`otifier,
@@ -116,41 +115,19 @@ where
     R: Random,
     E: EventLog,
 {
-    fn record(
-        &self,
-        kind: EventKind,
-        user_id: Option<i64>,
-        identifier: Option<&Identifier>,
-        detail: Option<String>,
-    ) {
-        self.events.record(LoginEvent {
-            kind,
-            at: self.clock.now(),
-            user_id,
-            identifier: identifier.cloned(),
-            detail,
-        });
+    fn record(&self, kind: EventKind, user_id: Option<i64>, identifier: Option<&Identifier>, detail: Option<String>) {
+        self.events.record(LoginEvent { kind, at: self.clock.now(), user_id, identifier: identifier.cloned(), detail });
     }
 
     /// Admits a request for a new code (generate or resend) for `identifier`, whoever it belongs to. Nothing about
     /// the account is looked at here: the answer depends only on the identifier's and the client's limits.
-    pub async fn request_code(
-        &self,
-        identifier: Identifier,
-        client: &ClientIp,
-    ) -> Result<PendingCode, LoginError> {
+    pub async fn request_code(&self, identifier: Identifier, client: &ClientIp) -> Result<PendingCode, LoginError> {
         let now = self.clock.now();
         let challenge = ChallengeId::generate(&self.random)?;
-        match self
-            .challenges
-            .open(&identifier, &challenge, client, now, &self.policy)
-            .await?
-        {
-            Opening::Issued => Ok(PendingCode {
-                identifier,
-                challenge,
-                expires_at: now.plus(self.policy.code_ttl_seconds),
-            }),
+        match self.challenges.open(&identifier, &challenge, client, now, &self.policy).await? {
+            Opening::Issued => {
+                Ok(PendingCode { identifier, challenge, expires_at: now.plus(self.policy.code_ttl_seconds) })
+            }
             Opening::Refused(refusal) => Err(LoginError::Refused(refusal)),
         }
     }
@@ -159,22 +136,13 @@ where
     /// log in; otherwise only records the request. Runs after the response; failures are recorded, not returned.
     pub async fn deliver_code(&self, pending: &PendingCode) -> Result<(), InternalError> {
         let identifier = &pending.identifier;
-        let account = self
-            .accounts
-            .find_by_identifier(identifier)
-            .await
-            .map_err(InternalError::Store)?;
+        let account = self.accounts.find_by_identifier(identifier).await.map_err(InternalError::Store)?;
         let refusal = match &account {
             None => Some("no such account"),
             Some(user) => user.refusal_reason(),
         };
         let user_id = account.as_ref().map(|u| u.id);
-        self.record(
-            EventKind::CodeRequested,
-            user_id,
-            Some(identifier),
-            refusal.map(str::to_owned),
-        );
+        self.record(EventKind::CodeRequested, user_id, Some(identifier), refusal.map(str::to_owned));
         if refusal.is_some() {
             return Ok(());
         }
@@ -187,10 +155,7 @@ where
             expires_at: pending.expires_at.0,
         };
         let ttl = now.seconds_until(pending.expires_at).max(MIN_STORE_TTL);
-        self.codes
-            .put(identifier, &stored, ttl)
-            .await
-            .map_err(InternalError::Store)?;
+        self.codes.put(identifier, &stored, ttl).await.map_err(InternalError::Store)?;
 
         let ttl_minutes = self.policy.code_ttl_seconds / 60;
         let message = Message::one_time_code(&self.app_name, identifier, &code, ttl_minutes);
@@ -198,12 +163,7 @@ where
             Ok(()) => self.record(EventKind::CodeSent, user_id, Some(identifier), None),
             Err(e) => {
                 let detail = format!("{}: {}", e.provider, e.reason);
-                self.record(
-                    EventKind::DeliveryFailed,
-                    user_id,
-                    Some(identifier),
-                    Some(detail),
-                );
+                self.record(EventKind::DeliveryFailed, user_id, Some(identifier), Some(detail));
             }
         }
         Ok(())
@@ -218,17 +178,11 @@ where
         client: &ClientIp,
     ) -> Result<LoginGrant, LoginError> {
         let now = self.clock.now();
-        let (reservation, stored) = join(
-            self.challenges
-                .reserve_attempt(&identifier, client, now, &self.policy),
-            self.codes.get(&identifier),
-        )
-        .await;
+        let (reservation, stored) =
+            join(self.challenges.reserve_attempt(&identifier, client, now, &self.policy), self.codes.get(&identifier))
+                .await;
         let (challenge, failed_attempts) = match reservation? {
-            Reservation::Reserved {
-                challenge_id,
-                failed_attempts,
-            } => (challenge_id, failed_attempts),
+            Reservation::Reserved { challenge_id, failed_attempts } => (challenge_id, failed_attempts),
             Reservation::NoActiveCode { attempts_remaining } => {
                 return Err(LoginError::InvalidCode { attempts_remaining })
             }
@@ -242,10 +196,7 @@ where
         });
         if !correct {
             self.record(EventKind::CodeFailed, None, Some(&identifier), None);
-            let attempts_remaining = self
-                .policy
-                .max_failed_attempts
-                .saturating_sub(failed_attempts);
+            let attempts_remaining = self.policy.max_failed_attempts.saturating_sub(failed_attempts);
             if attempts_remaining == 0 {
                 self.record(EventKind::LockedOut, None, Some(&identifier), None);
                 let retry_after = u64::try_from(self.policy.lockout_seconds).unwrap_or(0);
@@ -254,67 +205,38 @@ where
             return Err(LoginError::InvalidCode { attempts_remaining });
         }
 
-        let fresh = LoginError::InvalidCode {
-            attempts_remaining: self.policy.max_failed_attempts,
-        };
+        let fresh = LoginError::InvalidCode { attempts_remaining: self.policy.max_failed_attempts };
         let user = match self.challenges.redeem(&identifier, &challenge, now).await? {
             Redemption::AlreadyUsed => return Err(fresh),
             Redemption::Redeemed(Some(user)) if user.may_log_in() => user,
             Redemption::Redeemed(other) => {
-                let reason = other
-                    .as_ref()
-                    .and_then(User::refusal_reason)
-                    .unwrap_or("no such account");
+                let reason = other.as_ref().and_then(User::refusal_reason).unwrap_or("no such account");
                 let user_id = other.map(|u| u.id);
-                self.record(
-                    EventKind::CodeFailed,
-                    user_id,
-                    Some(&identifier),
-                    Some(reason.to_owned()),
-                );
+                self.record(EventKind::CodeFailed, user_id, Some(&identifier), Some(reason.to_owned()));
                 return Err(fresh);
             }
         };
 
         let token = Token::generate(&self.random)?;
-        let session = Session {
-            user_id: user.id,
-            issued_at: now.0,
-            expires_at: now.plus(self.policy.token_ttl_seconds).0,
-        };
-        let ttl = u64::try_from(self.policy.token_ttl_seconds)
-            .unwrap_or(0)
-            .max(MIN_STORE_TTL);
+        let session =
+            Session { user_id: user.id, issued_at: now.0, expires_at: now.plus(self.policy.token_ttl_seconds).0 };
+        let ttl = u64::try_from(self.policy.token_ttl_seconds).unwrap_or(0).max(MIN_STORE_TTL);
         self.sessions.put(&token.digest(), &session, ttl).await?;
         self.record(EventKind::Login, Some(user.id), Some(&identifier), None);
-        Ok(LoginGrant {
-            user,
-            token,
-            expires_in: self.policy.token_ttl_seconds,
-        })
+        Ok(LoginGrant { user, token, expires_in: self.policy.token_ttl_seconds })
     }
 
     /// Resolves the `Authorization` header to a live session.
-    pub async fn authenticate(
-        &self,
-        authorization: Option<&str>,
-    ) -> Result<Authenticated, AuthError> {
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Authenticated, AuthError> {
         let token = Token::from_authorization(authorization).map_err(|e| match e {
             TokenError::Missing => AuthError::Missing,
             TokenError::Malformed => AuthError::Invalid,
         })?;
         let digest = token.digest();
         let now = self.clock.now();
-        let session = self
-            .sessions
-            .get(&digest)
-            .await?
-            .filter(|s| now < UnixTime(s.expires_at));
+        let session = self.sessions.get(&digest).await?.filter(|s| now < UnixTime(s.expires_at));
         match session {
-            Some(session) => Ok(Authenticated {
-                token: digest,
-                session,
-            }),
+            Some(session) => Ok(Authenticated { token: digest, session }),
             None => Err(AuthError::Invalid),
         }
     }

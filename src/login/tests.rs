@@ -36,16 +36,8 @@ fn user(id: i64, email: &str, phone: &str, active: bool, employee: bool) -> User
         first_name: "Mobile".into(),
         last_name: "Tester".into(),
         is_active: active,
-        profile: Profile {
-            phone_number: Some(phone.into()),
-            branch: "Head Office".into(),
-            designation: "Tech".into(),
-        },
-        groups: if employee {
-            vec!["Employees".into()]
-        } else {
-            vec!["Contractors".into()]
-        },
+        profile: Profile { phone_number: Some(phone.into()), branch: "Head Office".into(), designation: "Tech".into() },
+        groups: if employee { vec!["Employees".into()] } else { vec!["Contractors".into()] },
         in_employee_group: employee,
     }
 }
@@ -72,13 +64,7 @@ fn world() -> World {
         hasher: CodeHasher::new(b"0123456789abcdef0123456789abcdef").unwrap(),
         app_name: "CRM".into(),
     };
-    World {
-        login,
-        memory,
-        clock,
-        outbox,
-        events,
-    }
+    World { login, memory, clock, outbox, events }
 }
 
 fn email(address: &str) -> Identifier {
@@ -100,9 +86,7 @@ impl World {
     }
 
     fn verify(&self, identifier: &Identifier, code: &str) -> Result<LoginGrant, LoginError> {
-        run(self
-            .login
-            .verify_code(identifier.clone(), OtpCode::parse(code).unwrap(), &client()))
+        run(self.login.verify_code(identifier.clone(), OtpCode::parse(code).unwrap(), &client()))
     }
 }
 
@@ -124,12 +108,7 @@ fn an_employee_receives_a_code_that_logs_them_in_once() {
     let grant = w.verify(&id, &code).unwrap();
     assert_eq!(grant.user.id, 1);
     assert_eq!(grant.token.expose().len(), 64);
-    assert_eq!(
-        w.verify(&id, &code).unwrap_err(),
-        LoginError::InvalidCode {
-            attempts_remaining: 3
-        }
-    );
+    assert_eq!(w.verify(&id, &code).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 3 });
     assert_eq!(w.memory.session_count(), 1);
 }
 
@@ -148,12 +127,7 @@ fn a_code_is_dead_at_exactly_ten_minutes() {
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
     w.clock.advance(600);
-    assert_eq!(
-        w.verify(&id, &code).unwrap_err(),
-        LoginError::InvalidCode {
-            attempts_remaining: 3
-        }
-    );
+    assert_eq!(w.verify(&id, &code).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 3 });
 }
 
 #[test]
@@ -161,32 +135,12 @@ fn the_third_wrong_guess_locks_out_even_the_right_code() {
     let w = world();
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
+    assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 2 });
+    assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 1 });
+    assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: 900 }));
+    assert!(matches!(w.verify(&id, &code), Err(LoginError::Refused(Refusal::Locked { .. }))));
     assert_eq!(
-        w.verify(&id, &wrong(&code)).unwrap_err(),
-        LoginError::InvalidCode {
-            attempts_remaining: 2
-        }
-    );
-    assert_eq!(
-        w.verify(&id, &wrong(&code)).unwrap_err(),
-        LoginError::InvalidCode {
-            attempts_remaining: 1
-        }
-    );
-    assert_eq!(
-        w.verify(&id, &wrong(&code)).unwrap_err(),
-        LoginError::Refused(Refusal::Locked { retry_after: 900 })
-    );
-    assert!(matches!(
-        w.verify(&id, &code),
-        Err(LoginError::Refused(Refusal::Locked { .. }))
-    ));
-    assert_eq!(
-        w.events
-            .kinds()
-            .iter()
-            .filter(|k| **k == EventKind::CodeFailed)
-            .count(),
+        w.events.kinds().iter().filter(|k| **k == EventKind::CodeFailed).count(),
         3,
         "a refused guess is never evaluated"
     );
@@ -202,14 +156,8 @@ fn a_resend_keeps_the_failure_count() {
     w.verify(&id, &wrong(&first)).unwrap_err();
     w.clock.advance(60);
     let second = w.send_code(&id).unwrap().unwrap();
-    assert!(matches!(
-        w.verify(&id, &wrong(&second)),
-        Err(LoginError::Refused(Refusal::Locked { .. }))
-    ));
-    assert!(matches!(
-        w.verify(&id, &second),
-        Err(LoginError::Refused(Refusal::Locked { .. }))
-    ));
+    assert!(matches!(w.verify(&id, &wrong(&second)), Err(LoginError::Refused(Refusal::Locked { .. }))));
+    assert!(matches!(w.verify(&id, &second), Err(LoginError::Refused(Refusal::Locked { .. }))));
 }
 
 #[test]
@@ -221,10 +169,7 @@ fn a_locked_identifier_cannot_ask_for_a_new_code_until_the_lockout_passes() {
         w.verify(&id, &wrong(&code)).unwrap_err();
     }
     w.clock.advance(899);
-    assert_eq!(
-        w.send_code(&id).unwrap_err(),
-        LoginError::Refused(Refusal::Locked { retry_after: 1 })
-    );
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: 1 }));
     w.clock.advance(1);
     let fresh = w.send_code(&id).unwrap().unwrap();
     assert!(w.verify(&id, &fresh).is_ok());
@@ -240,12 +185,7 @@ fn a_success_clears_the_failure_count() {
     w.verify(&id, &code).unwrap();
     w.clock.advance(60);
     let next = w.send_code(&id).unwrap().unwrap();
-    assert_eq!(
-        w.verify(&id, &wrong(&next)).unwrap_err(),
-        LoginError::InvalidCode {
-            attempts_remaining: 2
-        }
-    );
+    assert_eq!(w.verify(&id, &wrong(&next)).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 2 });
 }
 
 #[test]
@@ -256,12 +196,7 @@ fn a_new_code_kills_the_previous_one() {
     w.clock.advance(60);
     let second = w.send_code(&id).unwrap().unwrap();
     if first != second {
-        assert_eq!(
-            w.verify(&id, &first).unwrap_err(),
-            LoginError::InvalidCode {
-                attempts_remaining: 2
-            }
-        );
+        assert_eq!(w.verify(&id, &first).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 2 });
     }
     assert!(w.verify(&id, &second).is_ok());
 }
@@ -272,10 +207,7 @@ fn a_second_request_within_the_cooldown_is_refused_with_the_wait() {
     let id = email("mobile.test@example.com");
     w.send_code(&id).unwrap();
     w.clock.advance(45);
-    assert_eq!(
-        w.send_code(&id).unwrap_err(),
-        LoginError::Refused(Refusal::Cooldown { retry_after: 15 })
-    );
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Cooldown { retry_after: 15 }));
     assert_eq!(w.outbox.sent.borrow().len(), 1);
 }
 
@@ -287,10 +219,7 @@ fn an_identifier_is_sent_at_most_five_codes_an_hour() {
         w.send_code(&id).unwrap();
         w.clock.advance(60);
     }
-    assert_eq!(
-        w.send_code(&id).unwrap_err(),
-        LoginError::Refused(Refusal::HourlyCap { retry_after: 3300 })
-    );
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::HourlyCap { retry_after: 3300 }));
     w.clock.advance(3300);
     assert!(w.send_code(&id).unwrap().is_some());
 }
@@ -299,41 +228,22 @@ fn an_identifier_is_sent_at_most_five_codes_an_hour() {
 fn one_client_ip_may_request_only_so_many_codes_per_window() {
     let w = world();
     for n in 0..20 {
-        w.send_code(&email(&format!("user{n}@example.com")))
-            .unwrap();
+        w.send_code(&email(&format!("user{n}@example.com"))).unwrap();
     }
     let refused = w.send_code(&email("mobile.test@example.com")).unwrap_err();
-    assert_eq!(
-        refused,
-        LoginError::Refused(Refusal::TooManyRequests { retry_after: 900 })
-    );
+    assert_eq!(refused, LoginError::Refused(Refusal::TooManyRequests { retry_after: 900 }));
 }
 
 #[test]
 fn outsiders_inactive_users_and_unknown_addresses_are_admitted_alike_and_sent_nothing() {
     let w = world();
-    for address in [
-        "outsider@example.com",
-        "former@example.com",
-        "nobody@example.com",
-    ] {
+    for address in ["outsider@example.com", "former@example.com", "nobody@example.com"] {
         let id = email(address);
         assert_eq!(w.send_code(&id).unwrap(), None, "{address}");
-        assert_eq!(
-            w.verify(&id, "000000").unwrap_err(),
-            LoginError::InvalidCode {
-                attempts_remaining: 2
-            }
-        );
+        assert_eq!(w.verify(&id, "000000").unwrap_err(), LoginError::InvalidCode { attempts_remaining: 2 });
     }
     assert!(w.outbox.sent.borrow().is_empty());
-    let requested = w
-        .events
-        .0
-        .borrow()
-        .iter()
-        .filter(|e| e.kind == EventKind::CodeRequested)
-        .count();
+    let requested = w.events.0.borrow().iter().filter(|e| e.kind == EventKind::CodeRequested).count();
     assert_eq!(requested, 3);
 }
 
@@ -363,14 +273,7 @@ fn a_failed_delivery_is_recorded_and_does_not_change_the_answer() {
     w.outbox.failing.set(true);
     let id = email("mobile.test@example.com");
     assert_eq!(w.send_code(&id).unwrap(), None);
-    let failed = w
-        .events
-        .0
-        .borrow()
-        .iter()
-        .find(|e| e.kind == EventKind::DeliveryFailed)
-        .cloned()
-        .unwrap();
+    let failed = w.events.0.borrow().iter().find(|e| e.kind == EventKind::DeliveryFailed).cloned().unwrap();
     assert_eq!(failed.user_id, Some(1));
     assert!(failed.detail.unwrap().contains("provider down"));
 }
@@ -381,10 +284,7 @@ fn a_user_deactivated_after_the_code_was_sent_cannot_redeem_it() {
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
     w.memory.update_user(1, |u| u.is_active = false);
-    assert!(matches!(
-        w.verify(&id, &code),
-        Err(LoginError::InvalidCode { .. })
-    ));
+    assert!(matches!(w.verify(&id, &code), Err(LoginError::InvalidCode { .. })));
     assert_eq!(w.memory.session_count(), 0);
 }
 
@@ -398,10 +298,7 @@ fn a_token_authenticates_until_logout_and_not_after() {
     let auth = run(w.login.authenticate(Some(&header))).unwrap();
     assert_eq!(run(w.login.current_user(&auth)).unwrap().id, 1);
     run(w.login.logout(&auth)).unwrap();
-    assert_eq!(
-        run(w.login.authenticate(Some(&header))).unwrap_err(),
-        AuthError::Invalid
-    );
+    assert_eq!(run(w.login.authenticate(Some(&header))).unwrap_err(), AuthError::Invalid);
     assert_eq!(w.events.kinds().last(), Some(&EventKind::Logout));
 }
 
@@ -413,27 +310,15 @@ fn a_token_dies_at_its_expiry_and_with_its_users_access() {
     let header = format!("Bearer {}", w.verify(&id, &code).unwrap().token.expose());
     let auth = run(w.login.authenticate(Some(&header))).unwrap();
     w.memory.update_user(1, |u| u.in_employee_group = false);
-    assert_eq!(
-        run(w.login.current_user(&auth)).unwrap_err(),
-        AuthError::Invalid
-    );
+    assert_eq!(run(w.login.current_user(&auth)).unwrap_err(), AuthError::Invalid);
     w.clock.advance(Policy::default().token_ttl_seconds);
-    assert_eq!(
-        run(w.login.authenticate(Some(&header))).unwrap_err(),
-        AuthError::Invalid
-    );
+    assert_eq!(run(w.login.authenticate(Some(&header))).unwrap_err(), AuthError::Invalid);
 }
 
 #[test]
 fn requests_without_a_token_are_told_apart_from_dead_tokens() {
     let w = world();
-    assert_eq!(
-        run(w.login.authenticate(None)).unwrap_err(),
-        AuthError::Missing
-    );
+    assert_eq!(run(w.login.authenticate(None)).unwrap_err(), AuthError::Missing);
     let unknown = format!("Token {}", "ab".repeat(32));
-    assert_eq!(
-        run(w.login.authenticate(Some(&unknown))).unwrap_err(),
-        AuthError::Invalid
-    );
+    assert_eq!(run(w.login.authenticate(Some(&unknown))).unwrap_err(), AuthError::Invalid);
 }

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Builds the worker into build/ with worker-build, using only tools installed from the registries
+# (scripts/bootstrap.sh puts them in place). Run by wrangler as the [build] command.
+set -eu
+cd "$(dirname "$0")/.."
+
+# The test harness builds once and then starts several dev servers; they must not rebuild.
+if [ "${SKIP_WORKER_BUILD:-}" = "1" ]; then
+  exit 0
+fi
+
+# worker-build would otherwise download these from GitHub, which is not reachable offline.
+export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$HOME/.cargo/bin/wasm-bindgen}"
+export WASM_OPT_BIN="${WASM_OPT_BIN:-$PWD/node_modules/.bin/wasm-opt}"
+export ESBUILD_BIN="${ESBUILD_BIN:-$PWD/node_modules/@esbuild/linux-x64/bin/esbuild}"
+PATH="$HOME/.cargo/bin:$PATH"
+exec worker-build --release

@@ -1,0 +1,417 @@
+//! Users, groups, the exact per-identifier counters, per-IP windows and the audit trail in D1.
+//!
+//! Every operation that must be exact under concurrency is a single batch: D1 runs a batch as one transaction on
+//! its single writer, so a conditional `UPDATE ... RETURNING` inside it decides each race exactly once. The
+//! conditions mirror [`Policy`]'s functions, which then explain a refusal from the state read in the same batch.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::Deserialize;
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, D1Result};
+
+use crate::domain::{ChallengeId, Identifier, Profile, UnixTime, User};
+use crate::login::{
+    Accounts, ChallengeState, Challenges, ClientIp, EventKind, EventLog, LoginEvent, Opening, Policy, Redemption,
+    Reservation, StoreError, WindowCounter,
+};
+
+/// One D1 database handle, shared by the adapters of a request.
+#[derive(Clone)]
+pub struct D1(pub Rc<D1Database>);
+
+fn store_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("D1: {e}"))
+}
+
+fn int(value: i64) -> JsValue {
+    // D1 binds JS numbers; every integer here (Unix seconds, counters, ids) is far below 2^53.
+    JsValue::from_f64(value as f64)
+}
+
+fn text(value: &str) -> JsValue {
+    JsValue::from_str(value)
+}
+
+fn opt_text(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+impl D1 {
+    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, StoreError> {
+        self.0.prepare(sql).bind(params).map_err(store_error)
+    }
+
+    async fn batch(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, StoreError> {
+        self.0.batch(statements).await.map_err(store_error)
+    }
+}
+
+fn rows<T: for<'de> Deserialize<'de>>(result: &D1Result) -> Result<Vec<T>, StoreError> {
+    result.results::<T>().map_err(store_error)
+}
+
+fn first<T: for<'de> Deserialize<'de>>(results: &[D1Result], index: usize) -> Result<Option<T>, StoreError> {
+    let result = results.get(index).ok_or_else(|| store_error("batch returned too few results"))?;
+    Ok(rows::<T>(result)?.into_iter().next())
+}
+
+// ---- Accounts -------------------------------------------------------------------------------------------------
+
+/// One row per user with profile, sorted group names (as a JSON array) and the employee flag: one round trip.
+macro_rules! user_query {
+    ($filter:literal) => {
+        concat!(
+            "SELECT u.id, u.email, u.first_name, u.last_name, u.is_active, ",
+            "p.phone_number, p.branch, p.designation, ",
+            "(SELECT json_group_array(name) FROM (SELECT g.name FROM user_groups ug JOIN groups g ",
+            "ON g.id = ug.group_id WHERE ug.user_id = u.id ORDER BY g.name)) AS groups, ",
+            "EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id ",
+            "WHERE ug.user_id = u.id AND g.is_employee_group = 1) AS is_employee ",
+            "FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE ",
+            $filter
+        )
+    };
+}
+
+const USER_BY_EMAIL: &str = user_query!("u.email = ?1");
+const USER_BY_PHONE: &str = user_query!("p.phone_number = ?1");
+const USER_BY_ID: &str = user_query!("u.id = ?1");
+
+#[derive(Deserialize)]
+struct UserRow {
+    id: i64,
+    email: Option<String>,
+    first_name: String,
+    last_name: String,
+    is_active: i64,
+    phone_number: Option<String>,
+    branch: Option<String>,
+    designation: Option<String>,
+    groups: String,
+    is_employee: i64,
+}
+
+impl UserRow {
+    fn into_user(self) -> Result<User, StoreError> {
+        let groups: Vec<String> = serde_json::from_str(&self.groups).map_err(store_error)?;
+        Ok(User {
+            id: self.id,
+            email: self.email,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            is_active: self.is_active != 0,
+            profile: Profile {
+                phone_number: self.phone_number,
+                branch: self.branch.unwrap_or_default(),
+                designation: self.designation.unwrap_or_default(),
+            },
+            groups,
+            in_employee_group: self.is_employee != 0,
+        })
+    }
+}
+
+impl D1 {
+    fn user_by_identifier(&self, identifier: &Identifier) -> Result<D1PreparedStatement, StoreError> {
+        let sql = match identifier {
+            Identifier::Email(_) => USER_BY_EMAIL,
+            Identifier::Phone(_) => USER_BY_PHONE,
+        };
+        self.statement(sql, &[text(identifier.value())])
+    }
+}
+
+fn user_from(row: Option<UserRow>) -> Result<Option<User>, StoreError> {
+    row.map(UserRow::into_user).transpose()
+}
+
+impl Accounts for D1 {
+    async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError> {
+        user_from(self.user_by_identifier(identifier)?.first::<UserRow>(None).await.map_err(store_error)?)
+    }
+
+    async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        user_from(self.statement(USER_BY_ID, &[int(id)])?.first::<UserRow>(None).await.map_err(store_error)?)
+    }
+}
+
+// ---- Challenges -----------------------------------------------------------------------------------------------
+
+/// Counts one request in a fixed window: ?1 bucket, ?2 now, ?3 window length.
+const COUNT_REQUEST: &str = "\
+INSERT INTO rate_limits (bucket, window_started_at, hits) VALUES (?1, ?2, 1)
+ON CONFLICT (bucket) DO UPDATE SET
+  hits = CASE WHEN rate_limits.window_started_at <= ?2 - ?3 THEN 1 ELSE rate_limits.hits + 1 END,
+  window_started_at = CASE WHEN rate_limits.window_started_at <= ?2 - ?3 THEN ?2 ELSE rate_limits.window_started_at END
+RETURNING hits, window_started_at";
+
+/// Starts a new challenge unless a limit applies (the mirror of `Policy::ip_refusal` and `Policy::send_refusal`):
+/// ?1 identifier, ?2 challenge id, ?3 now, ?4 expiry, ?5 IP bucket, ?6 IP limit, ?7 cooldown, ?8 max failures,
+/// ?9 lockout, ?10 hourly cap. Failures older than the lockout are forgotten; recent ones are kept.
+const OPEN_CHALLENGE: &str = "\
+INSERT INTO otp_challenges (identifier, challenge_id, issued_at, expires_at, consumed_at, failed_attempts,
+                            last_failed_at, window_started_at, sends_in_window)
+SELECT ?1, ?2, ?3, ?4, NULL, 0, NULL, ?3, 1
+WHERE (SELECT hits FROM rate_limits WHERE bucket = ?5) <= ?6
+ON CONFLICT (identifier) DO UPDATE SET
+  challenge_id = excluded.challenge_id,
+  issued_at = excluded.issued_at,
+  expires_at = excluded.expires_at,
+  consumed_at = NULL,
+  failed_attempts = CASE WHEN otp_challenges.last_failed_at > ?3 - ?9 THEN otp_challenges.failed_attempts ELSE 0 END,
+  last_failed_at = CASE WHEN otp_challenges.last_failed_at > ?3 - ?9 THEN otp_challenges.last_failed_at ELSE NULL END,
+  window_started_at = CASE WHEN otp_challenges.window_started_at > ?3 - 3600
+                           THEN otp_challenges.window_started_at ELSE ?3 END,
+  sends_in_window = CASE WHEN otp_challenges.window_started_at > ?3 - 3600
+                         THEN otp_challenges.sends_in_window + 1 ELSE 1 END
+WHERE otp_challenges.issued_at <= ?3 - ?7
+  AND NOT (otp_challenges.failed_attempts >= ?8 AND COALESCE(otp_challenges.last_failed_at, 0) > ?3 - ?9)
+  AND (otp_challenges.window_started_at <= ?3 - 3600 OR otp_challenges.sends_in_window < ?10)
+RETURNING challenge_id";
+
+/// Reserves one guess on a live, unused, unlocked code, counting it as failed until redeemed:
+/// ?1 identifier, ?2 now, ?3 max failures, ?4 lockout, ?5 IP bucket, ?6 IP limit.
+const RESERVE_ATTEMPT: &str = "\
+UPDATE otp_challenges SET
+  failed_attempts = CASE WHEN last_failed_at > ?2 - ?4 THEN failed_attempts + 1 ELSE 1 END,
+  last_failed_at = ?2
+WHERE identifier = ?1 AND consumed_at IS NULL AND expires_at > ?2
+  AND (failed_attempts < ?3 OR last_failed_at IS NULL OR last_failed_at <= ?2 - ?4)
+  AND (SELECT hits FROM rate_limits WHERE bucket = ?5) <= ?6
+RETURNING challenge_id, failed_attempts";
+
+/// Consumes the code and clears the failure count, once: ?1 identifier, ?2 challenge id, ?3 now.
+const REDEEM: &str = "\
+UPDATE otp_challenges SET consumed_at = ?3, failed_attempts = 0, last_failed_at = NULL
+WHERE identifier = ?1 AND challenge_id = ?2 AND consumed_at IS NULL AND expires_at > ?3
+RETURNING challenge_id";
+
+const CHALLENGE_STATE: &str = "\
+SELECT challenge_id, issued_at, expires_at, consumed_at, failed_attempts, last_failed_at, window_started_at,
+       sends_in_window
+FROM otp_challenges WHERE identifier = ?1";
+
+#[derive(Deserialize)]
+struct CounterRow {
+    hits: u32,
+    window_started_at: i64,
+}
+
+#[derive(Deserialize)]
+struct ChallengeRow {
+    challenge_id: String,
+    issued_at: i64,
+    expires_at: i64,
+    consumed_at: Option<i64>,
+    failed_attempts: u32,
+    last_failed_at: Option<i64>,
+    window_started_at: i64,
+    sends_in_window: u32,
+}
+
+impl From<ChallengeRow> for ChallengeState {
+    fn from(row: ChallengeRow) -> Self {
+        ChallengeState {
+            challenge_id: ChallengeId(row.challenge_id),
+            issued_at: UnixTime(row.issued_at),
+            expires_at: UnixTime(row.expires_at),
+            consumed_at: row.consumed_at.map(UnixTime),
+            failed_attempts: row.failed_attempts,
+            last_failed_at: row.last_failed_at.map(UnixTime),
+            window_started_at: UnixTime(row.window_started_at),
+            sends_in_window: row.sends_in_window,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReservedRow {
+    challenge_id: String,
+    failed_attempts: u32,
+}
+
+#[derive(Deserialize)]
+struct IdRow {
+    challenge_id: String,
+}
+
+fn ip_bucket(client: &ClientIp, purpose: &str) -> String {
+    format!("ip:{}:{purpose}", client.0)
+}
+
+impl D1 {
+    fn count_request(&self, bucket: &str, now: UnixTime, policy: &Policy) -> Result<D1PreparedStatement, StoreError> {
+        self.statement(COUNT_REQUEST, &[text(bucket), int(now.0), int(policy.ip_window_seconds)])
+    }
+
+    fn counter(results: &[D1Result]) -> Result<WindowCounter, StoreError> {
+        let row: CounterRow = first(results, 0)?.ok_or_else(|| store_error("rate counter returned no row"))?;
+        Ok(WindowCounter { hits: row.hits, window_started_at: UnixTime(row.window_started_at) })
+    }
+}
+
+impl Challenges for D1 {
+    async fn open(
+        &self,
+        identifier: &Identifier,
+        challenge: &ChallengeId,
+        client: &ClientIp,
+        now: UnixTime,
+        policy: &Policy,
+    ) -> Result<Opening, StoreError> {
+        let key = identifier.key();
+        let bucket = ip_bucket(client, "send");
+        let open = self.statement(
+            OPEN_CHALLENGE,
+            &[
+                text(&key),
+                text(&challenge.0),
+                int(now.0),
+                int(now.plus(policy.code_ttl_seconds).0),
+                text(&bucket),
+                int(policy.ip_send_limit.into()),
+                int(policy.resend_cooldown_seconds),
+                int(policy.max_failed_attempts.into()),
+                int(policy.lockout_seconds),
+                int(policy.max_sends_per_hour.into()),
+            ],
+        )?;
+        let state = self.statement(CHALLENGE_STATE, &[text(&key)])?;
+        let results = self.batch(vec![self.count_request(&bucket, now, policy)?, open, state]).await?;
+
+        if first::<IdRow>(&results, 1)?.is_some_and(|row| row.challenge_id == challenge.0) {
+            return Ok(Opening::Issued);
+        }
+        if let Some(refusal) = policy.ip_refusal(&Self::counter(&results)?, policy.ip_send_limit, now) {
+            return Ok(Opening::Refused(refusal));
+        }
+        let state: Option<ChallengeState> = first::<ChallengeRow>(&results, 2)?.map(Into::into);
+        match state.and_then(|s| policy.send_refusal(&s, now)) {
+            Some(refusal) => Ok(Opening::Refused(refusal)),
+            None => Err(store_error("challenge was neither opened nor refused")),
+        }
+    }
+
+    async fn reserve_attempt(
+        &self,
+        identifier: &Identifier,
+        client: &ClientIp,
+        now: UnixTime,
+        policy: &Policy,
+    ) -> Result<Reservation, StoreError> {
+        let key = identifier.key();
+        let bucket = ip_bucket(client, "verify");
+        let reserve = self.statement(
+            RESERVE_ATTEMPT,
+            &[
+                text(&key),
+                int(now.0),
+                int(policy.max_failed_attempts.into()),
+                int(policy.lockout_seconds),
+                text(&bucket),
+                int(policy.ip_verify_limit.into()),
+            ],
+        )?;
+        let state = self.statement(CHALLENGE_STATE, &[text(&key)])?;
+        let results = self.batch(vec![self.count_request(&bucket, now, policy)?, reserve, state]).await?;
+
+        if let Some(row) = first::<ReservedRow>(&results, 1)? {
+            return Ok(Reservation::Reserved {
+                challenge_id: ChallengeId(row.challenge_id),
+                failed_attempts: row.failed_attempts,
+            });
+        }
+        if let Some(refusal) = policy.ip_refusal(&Self::counter(&results)?, policy.ip_verify_limit, now) {
+            return Ok(Reservation::Refused(refusal));
+        }
+        let state: Option<ChallengeState> = first::<ChallengeRow>(&results, 2)?.map(Into::into);
+        if let Some(refusal) = state.as_ref().and_then(|s| policy.lock_refusal(s, now)) {
+            return Ok(Reservation::Refused(refusal));
+        }
+        Ok(Reservation::NoActiveCode { attempts_remaining: policy.attempts_remaining(state.as_ref(), now) })
+    }
+
+    async fn redeem(
+        &self,
+        identifier: &Identifier,
+        challenge: &ChallengeId,
+        now: UnixTime,
+    ) -> Result<Redemption, StoreError> {
+        let redeem = self.statement(REDEEM, &[text(&identifier.key()), text(&challenge.0), int(now.0)])?;
+        let results = self.batch(vec![redeem, self.user_by_identifier(identifier)?]).await?;
+        if first::<IdRow>(&results, 0)?.is_none() {
+            return Ok(Redemption::AlreadyUsed);
+        }
+        Ok(Redemption::Redeemed(user_from(first::<UserRow>(&results, 1)?)?))
+    }
+}
+
+// ---- Audit trail ----------------------------------------------------------------------------------------------
+
+/// ?1 time, ?2 event, ?3 user id, ?4 channel, ?5 masked identifier, ?6 ip, ?7 user agent, ?8 detail,
+/// ?9 the plain identifier, used only to find the user when the use case did not know it.
+const INSERT_EVENT: &str = "\
+INSERT INTO login_events (occurred_at, event, user_id, channel, identifier, ip, user_agent, detail)
+VALUES (?1, ?2, COALESCE(?3, CASE ?4
+    WHEN 'email' THEN (SELECT id FROM users WHERE email = ?9)
+    WHEN 'sms' THEN (SELECT user_id FROM profiles WHERE phone_number = ?9) END), ?4, ?5, ?6, ?7, ?8)";
+
+const RECORD_LOGIN: &str = "UPDATE users SET last_login = ?2 WHERE id = ?1";
+
+/// Where a request came from, stamped on each of its audit rows.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOrigin {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Buffers a request's audit events; [`DeferredEvents::flush`] writes them in one batch after the response.
+#[derive(Clone)]
+pub struct DeferredEvents {
+    db: D1,
+    origin: Rc<RequestOrigin>,
+    pending: Rc<RefCell<Vec<LoginEvent>>>,
+}
+
+impl DeferredEvents {
+    pub fn new(db: D1, origin: RequestOrigin) -> DeferredEvents {
+        DeferredEvents { db, origin: Rc::new(origin), pending: Rc::default() }
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let events: Vec<LoginEvent> = self.pending.borrow_mut().drain(..).collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut statements = Vec::with_capacity(events.len() + 1);
+        for event in &events {
+            let identifier = event.identifier.as_ref();
+            statements.push(self.db.statement(
+                INSERT_EVENT,
+                &[
+                    int(event.at.0),
+                    text(event.kind.as_str()),
+                    event.user_id.map_or(JsValue::NULL, int),
+                    opt_text(identifier.map(|i| i.channel().as_str())),
+                    opt_text(identifier.map(Identifier::masked).as_deref()),
+                    opt_text(self.origin.ip.as_deref()),
+                    opt_text(self.origin.user_agent.as_deref()),
+                    opt_text(event.detail.as_deref()),
+                    opt_text(identifier.map(Identifier::value)),
+                ],
+            )?);
+            if let (EventKind::Login, Some(user_id)) = (event.kind, event.user_id) {
+                statements.push(self.db.statement(RECORD_LOGIN, &[int(user_id), int(event.at.0)])?);
+            }
+        }
+        self.db.batch(statements).await.map(drop)
+    }
+}
+
+impl EventLog for DeferredEvents {
+    fn record(&self, event: LoginEvent) {
+        self.pending.borrow_mut().push(event);
+    }
+}

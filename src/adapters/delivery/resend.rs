@@ -1,0 +1,58 @@
+//! Resend: `POST /emails` with a Bearer API key and a JSON body.
+
+use super::ProviderRequest;
+use crate::login::Message;
+
+pub const NAME: &str = "resend";
+pub const DEFAULT_API_BASE: &str = "https://api.resend.com";
+
+pub struct Resend {
+    pub api_base: String,
+    pub api_key: String,
+    /// The sender, e.g. `CRM <login@example.com>`.
+    pub from: String,
+}
+
+impl Resend {
+    pub fn request(&self, message: &Message) -> ProviderRequest {
+        let body = serde_json::json!({
+            "from": self.from,
+            "to": [message.to.value()],
+            "subject": message.subject,
+            "text": message.text,
+            "html": message.html,
+        });
+        ProviderRequest {
+            url: format!("{}/emails", self.api_base.trim_end_matches('/')),
+            headers: vec![
+                ("Authorization", format!("Bearer {}", self.api_key)),
+                ("Content-Type", "application/json".into()),
+            ],
+            body: body.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Identifier, OtpCode};
+
+    #[test]
+    fn a_message_becomes_resends_emails_call() {
+        let resend = Resend {
+            api_base: "http://127.0.0.1:9/".into(),
+            api_key: "re_test".into(),
+            from: "CRM <login@example.com>".into(),
+        };
+        let to = Identifier::Email(Email::parse("a@example.com").unwrap());
+        let request = resend.request(&Message::one_time_code("CRM", &to, &OtpCode::parse("123456").unwrap(), 10));
+        assert_eq!(request.url, "http://127.0.0.1:9/emails");
+        assert!(request.headers.contains(&("Authorization", "Bearer re_test".into())));
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(body["to"], serde_json::json!(["a@example.com"]));
+        assert_eq!(body["from"], "CRM <login@example.com>");
+        assert!(body["text"].as_str().unwrap().contains("123456"));
+        assert!(body["html"].as_str().unwrap().contains("123456"));
+    }
+}

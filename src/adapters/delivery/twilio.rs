@@ -1,0 +1,64 @@
+//! Twilio: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, HTTP Basic auth, a form-encoded body.
+
+use base64::Engine;
+
+use super::ProviderRequest;
+use crate::login::Message;
+
+pub const NAME: &str = "twilio";
+pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+
+pub struct Twilio {
+    pub api_base: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    /// The sending number in E.164.
+    pub from_number: String,
+}
+
+impl Twilio {
+    pub fn request(&self, message: &Message) -> ProviderRequest {
+        let credentials = format!("{}:{}", self.account_sid, self.auth_token);
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("To", message.to.value())
+            .append_pair("From", &self.from_number)
+            .append_pair("Body", &message.text)
+            .finish();
+        ProviderRequest {
+            url: format!(
+                "{}/2010-04-01/Accounts/{}/Messages.json",
+                self.api_base.trim_end_matches('/'),
+                self.account_sid
+            ),
+            headers: vec![
+                ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))),
+                ("Content-Type", "application/x-www-form-urlencoded".into()),
+            ],
+            body,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Identifier, OtpCode, PhoneNumber};
+
+    #[test]
+    fn a_message_becomes_twilios_messages_call() {
+        let twilio = Twilio {
+            api_base: "http://127.0.0.1:9".into(),
+            account_sid: "AC123".into(),
+            auth_token: "secret".into(),
+            from_number: "+15005550006".into(),
+        };
+        let to = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
+        let request = twilio.request(&Message::one_time_code("CRM", &to, &OtpCode::parse("123456").unwrap(), 10));
+        assert_eq!(request.url, "http://127.0.0.1:9/2010-04-01/Accounts/AC123/Messages.json");
+        assert!(request.headers.contains(&("Authorization", "Basic QUMxMjM6c2VjcmV0".into())));
+        let fields: Vec<(String, String)> = url::form_urlencoded::parse(request.body.as_bytes()).into_owned().collect();
+        assert!(fields.contains(&("To".into(), "+1234567890".into())));
+        assert!(fields.contains(&("From".into(), "+15005550006".into())));
+        assert!(fields.iter().any(|(k, v)| k == "Body" && v.contains("123456")));
+    }
+}

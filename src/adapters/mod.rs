@@ -1,0 +1,7 @@
+//! Adapters: the ports of [`crate::login`] implemented on Cloudflare's runtime. Key names and SQL live here and
+//! nowhere else.
+
+pub mod d1;
+pub mod delivery;
+pub mod kv;
+pub mod runtime;

@@ -1,0 +1,111 @@
+//! Reading request bodies: media type, size cap (enforced while streaming), JSON, and the API's fields.
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use worker::Request;
+
+use super::error::ApiError;
+use crate::domain::{Email, Identifier, OtpCode, PhoneNumber};
+
+/// Largest accepted body. The real ones are well under 200 bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// The body as a JSON object, or the 4xx that explains why not.
+pub async fn json_object(req: &mut Request) -> Result<Map<String, Value>, ApiError> {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let content_type = header("Content-Type").unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = header("Content-Length").and_then(|n| n.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+
+    let mut body = Vec::new();
+    // A POST without a body has no stream; that is an empty body.
+    if let Ok(mut stream) = req.stream() {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| ApiError::MalformedJson)?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::InvalidRequest("The request body must be a JSON object.")),
+        Err(_) => Err(ApiError::MalformedJson),
+    }
+}
+
+/// A field that may be absent or null, and must otherwise be a string.
+fn optional_string<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+    wrong_type: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::InvalidRequest(wrong_type)),
+    }
+}
+
+/// Exactly one of `email` and `phone_number`, validated and normalised.
+pub fn identifier(body: &Map<String, Value>) -> Result<Identifier, ApiError> {
+    let email = optional_string(body, "email", "`email` must be a string.")?;
+    let phone = optional_string(body, "phone_number", "`phone_number` must be a string.")?;
+    match (email, phone) {
+        (Some(email), None) => Email::parse(email).map(Identifier::Email).map_err(ApiError::InvalidEmail),
+        (None, Some(phone)) => PhoneNumber::parse(phone).map(Identifier::Phone).map_err(ApiError::InvalidPhoneNumber),
+        (Some(_), Some(_)) => Err(ApiError::InvalidRequest("Send either `email` or `phone_number`, not both.")),
+        (None, None) => Err(ApiError::InvalidRequest("Send `email` or `phone_number`.")),
+    }
+}
+
+/// The required `otp_code`: a string of six digits.
+pub fn otp_code(body: &Map<String, Value>) -> Result<OtpCode, ApiError> {
+    match body.get("otp_code") {
+        None | Some(Value::Null) => Err(ApiError::InvalidRequest("Send the code as `otp_code`.")),
+        Some(Value::String(code)) => OtpCode::parse(code.trim()).map_err(|_| ApiError::InvalidOtpFormat),
+        Some(_) => Err(ApiError::InvalidOtpFormat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn exactly_one_identifier_is_required() {
+        assert!(identifier(&object(json!({"email": "A@Example.com"}))).is_ok());
+        assert!(identifier(&object(json!({"phone_number": "+1234567890", "email": null}))).is_ok());
+        assert!(matches!(identifier(&object(json!({}))), Err(ApiError::InvalidRequest(_))));
+        let both = object(json!({"email": "a@example.com", "phone_number": "+1234567890"}));
+        assert!(matches!(identifier(&both), Err(ApiError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn identifiers_of_the_wrong_type_or_form_are_refused() {
+        assert!(matches!(identifier(&object(json!({"email": 5}))), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(identifier(&object(json!({"email": ["a@b.co"]}))), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(identifier(&object(json!({"email": "nope"}))), Err(ApiError::InvalidEmail(_))));
+        assert!(matches!(identifier(&object(json!({"phone_number": "12"}))), Err(ApiError::InvalidPhoneNumber(_))));
+    }
+
+    #[test]
+    fn the_code_must_be_a_string_of_six_digits() {
+        assert!(otp_code(&object(json!({"otp_code": "012345"}))).is_ok());
+        assert_eq!(otp_code(&object(json!({"otp_code": 123456}))).unwrap_err(), ApiError::InvalidOtpFormat);
+        assert_eq!(otp_code(&object(json!({"otp_code": "12 345"}))).unwrap_err(), ApiError::InvalidOtpFormat);
+        assert!(matches!(otp_code(&object(json!({}))), Err(ApiError::InvalidRequest(_))));
+    }
+}

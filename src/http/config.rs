@@ -1,0 +1,94 @@
+//! The service's settings, read from vars and secrets (SPEC §3, README "Configuration").
+
+use worker::Env;
+
+use crate::adapters::delivery::{setting, EmailProvider, SmsProvider};
+use crate::domain::CodeHasher;
+use crate::login::Policy;
+
+use super::cors::Cors;
+
+pub struct Config {
+    pub app_name: String,
+    pub policy: Policy,
+    pub hasher: CodeHasher,
+    pub cors: Cors,
+    pub email_provider: EmailProvider,
+    pub sms_provider: SmsProvider,
+}
+
+/// A setting is missing or out of range: the deployment is broken, and every request says so in the log.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn number(env: &Env, name: &str, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ConfigError> {
+    let Some(raw) = setting(env, name) else { return Ok(default) };
+    match raw.trim().parse::<i64>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        _ => Err(ConfigError(format!(
+            "{name} must be a whole number from {} to {}, not {raw:?}",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
+fn count(env: &Env, name: &str, default: u32, max: u32) -> Result<u32, ConfigError> {
+    let value = number(env, name, default.into(), 1..=max.into())?;
+    u32::try_from(value).map_err(|_| ConfigError(format!("{name} is out of range")))
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let production = setting(env, "ENVIRONMENT").is_none_or(|e| e.eq_ignore_ascii_case("production"));
+        let defaults = Policy::default();
+        let policy = Policy {
+            code_ttl_seconds: 60 * number(env, "OTP_TTL_MINUTES", 10, 1..=60)?,
+            max_failed_attempts: count(env, "OTP_MAX_ATTEMPTS", defaults.max_failed_attempts, 10)?,
+            lockout_seconds: 60 * number(env, "OTP_LOCKOUT_MINUTES", 15, 1..=24 * 60)?,
+            resend_cooldown_seconds: number(env, "OTP_RESEND_COOLDOWN_SECONDS", 60, 1..=3600)?,
+            max_sends_per_hour: count(env, "OTP_MAX_SENDS_PER_HOUR", defaults.max_sends_per_hour, 100)?,
+            ip_window_seconds: number(env, "RATE_LIMIT_WINDOW_SECONDS", 900, 1..=86_400)?,
+            ip_send_limit: count(env, "RATE_LIMIT_IP_SENDS", defaults.ip_send_limit, 1_000_000)?,
+            ip_verify_limit: count(env, "RATE_LIMIT_IP_VERIFIES", defaults.ip_verify_limit, 1_000_000)?,
+            token_ttl_seconds: 86_400 * number(env, "TOKEN_TTL_DAYS", 30, 1..=365)?,
+        };
+
+        let key = setting(env, "OTP_HASH_KEY").unwrap_or_default();
+        let hasher = CodeHasher::new(key.as_bytes()).ok_or_else(|| {
+            ConfigError(format!(
+                "OTP_HASH_KEY must be a random secret of at least {} characters (wrangler secret put OTP_HASH_KEY)",
+                CodeHasher::MIN_KEY_LEN
+            ))
+        })?;
+
+        let email_name = setting(env, "EMAIL_PROVIDER").unwrap_or_else(|| "resend".into());
+        let email_provider = EmailProvider::parse(&email_name)
+            .ok_or_else(|| ConfigError(format!("EMAIL_PROVIDER {email_name:?} is not one of: resend, console")))?;
+        let sms_name = setting(env, "SMS_PROVIDER").unwrap_or_else(|| "twilio".into());
+        let sms_provider = SmsProvider::parse(&sms_name)
+            .ok_or_else(|| ConfigError(format!("SMS_PROVIDER {sms_name:?} is not one of: twilio, console")))?;
+        // The console provider writes codes to the log: never acceptable where real users log in.
+        if production && (email_provider == EmailProvider::Console || sms_provider == SmsProvider::Console) {
+            return Err(ConfigError("the console provider is refused when ENVIRONMENT is production".into()));
+        }
+
+        let cors =
+            Cors::parse(&setting(env, "CORS_ALLOWED_ORIGINS").unwrap_or_default(), production).map_err(ConfigError)?;
+
+        Ok(Config {
+            app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
+            policy,
+            hasher,
+            cors,
+            email_provider,
+            sms_provider,
+        })
+    }
+}

@@ -1,0 +1,233 @@
+//! The HTTP layer: the Worker entry point, routing, and the translation between JSON and the use cases.
+
+mod body;
+mod config;
+mod cors;
+mod error;
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+use worker::{event, Context, Env, Method, Request, Response};
+
+use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
+use crate::adapters::delivery::Delivery;
+use crate::adapters::kv::Kv;
+use crate::adapters::runtime::{CryptoRandom, WorkerClock};
+use crate::domain::User;
+use crate::login::{ClientIp, Login, PendingCode};
+use config::Config;
+use error::ApiError;
+
+type EdgeLogin = Login<D1, D1, Kv, Kv, Delivery, WorkerClock, CryptoRandom, DeferredEvents>;
+
+/// The API's routes, matched with or without the trailing slash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    GenerateOtp,
+    ResendOtp,
+    VerifyOtp,
+    Logout,
+    Me,
+}
+
+impl Route {
+    fn from_path(path: &str) -> Option<Route> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        match path.strip_prefix("/auth/api/mobile/")? {
+            "generate-otp" => Some(Route::GenerateOtp),
+            "resend-otp" => Some(Route::ResendOtp),
+            "verify-otp" => Some(Route::VerifyOtp),
+            "logout" => Some(Route::Logout),
+            "me" => Some(Route::Me),
+            _ => None,
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Route::Me => Method::Get,
+            _ => Method::Post,
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Me => "GET, OPTIONS",
+            _ => "POST, OPTIONS",
+        }
+    }
+}
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let origin = header(&req, "Origin");
+    let config = match Config::from_env(&env) {
+        Ok(config) => config,
+        Err(e) => return Ok(ApiError::internal("configuration", &e).response()),
+    };
+    let preflight = req.method() == Method::Options;
+    let response = match handle(&mut req, &env, &ctx, &config).await {
+        Ok(response) => response,
+        Err(error) => error.response(),
+    };
+    Ok(config.cors.decorate(response, origin.as_deref(), preflight))
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+/// Serialises `body` with the headers every answer carries. Answers hold codes' metadata and tokens: never cached.
+pub(crate) fn json_response(status: u16, body: &Value) -> Response {
+    let response = Response::from_bytes(body.to_string().into_bytes())
+        .unwrap_or_else(|_| Response::empty().unwrap_or_else(|_| unreachable!()))
+        .with_status(status);
+    let headers = response.headers();
+    let _ = headers.set("Content-Type", "application/json");
+    let _ = headers.set("Cache-Control", "no-store");
+    let _ = headers.set("X-Content-Type-Options", "nosniff");
+    response
+}
+
+async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) -> Result<Response, ApiError> {
+    let route = Route::from_path(&req.path()).ok_or(ApiError::NotFound)?;
+    let method = req.method();
+    if method == Method::Options {
+        let response = Response::empty().map_err(|e| ApiError::internal("response", &e))?.with_status(204);
+        let _ = response.headers().set("Allow", route.allow());
+        return Ok(response);
+    }
+    if method != route.method() {
+        return Err(ApiError::MethodNotAllowed { allow: route.allow() });
+    }
+
+    let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
+    let login = edge_login(req, env, config, &client)?;
+    match route {
+        Route::GenerateOtp | Route::ResendOtp => {
+            let body = body::json_object(req).await?;
+            let identifier = body::identifier(&body)?;
+            let pending = login.request_code(identifier, &client).await?;
+            let answer = code_requested(&pending, config);
+            ctx.wait_until(async move {
+                if let Err(e) = login.deliver_code(&pending).await {
+                    worker::console_error!("delivery: {e}");
+                }
+                flush_events(&login).await;
+            });
+            Ok(answer)
+        }
+        Route::VerifyOtp => {
+            let body = body::json_object(req).await?;
+            let identifier = body::identifier(&body)?;
+            let code = body::otp_code(&body)?;
+            let outcome = login.verify_code(identifier, code, &client).await;
+            let answer = outcome.map(|grant| {
+                json_response(
+                    200,
+                    &json!({
+                        "message": "Login successful",
+                        "user": user_json(&grant.user),
+                        "token": grant.token.expose(),
+                        "token_type": "Token",
+                        "expires_in": grant.expires_in,
+                    }),
+                )
+            });
+            ctx.wait_until(async move { flush_events(&login).await });
+            Ok(answer?)
+        }
+        Route::Logout => {
+            let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
+            login.logout(&auth).await?;
+            ctx.wait_until(async move { flush_events(&login).await });
+            Ok(json_response(200, &json!({ "message": "Logged out successfully." })))
+        }
+        Route::Me => {
+            let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
+            let user = login.current_user(&auth).await?;
+            Ok(json_response(200, &json!({ "user": user_json(&user) })))
+        }
+    }
+}
+
+fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> Result<EdgeLogin, ApiError> {
+    let db = D1(Rc::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?));
+    let kv = Kv(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?);
+    let origin = RequestOrigin {
+        ip: Some(client.0.clone()),
+        user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
+    };
+    Ok(Login {
+        accounts: db.clone(),
+        challenges: db.clone(),
+        codes: kv.clone(),
+        sessions: kv,
+        notifier: Delivery { email: config.email_provider, sms: config.sms_provider, env: env.clone() },
+        clock: WorkerClock,
+        random: CryptoRandom,
+        events: DeferredEvents::new(db, origin),
+        policy: config.policy.clone(),
+        hasher: config.hasher.clone(),
+        app_name: config.app_name.clone(),
+    })
+}
+
+async fn flush_events(login: &EdgeLogin) {
+    if let Err(e) = login.events.flush().await {
+        worker::console_error!("audit trail: {}", e.0);
+    }
+}
+
+/// The same answer for every admitted request, whoever the identifier belongs to (no enumeration).
+fn code_requested(pending: &PendingCode, config: &Config) -> Response {
+    json_response(
+        200,
+        &json!({
+            "message": "If this account may sign in, a verification code has been sent.",
+            "otp_type": pending.identifier.channel().as_str(),
+            "contact_info": pending.identifier.value(),
+            "expires_in_minutes": config.policy.code_ttl_seconds / 60,
+            "resend_available_in_seconds": config.policy.resend_cooldown_seconds,
+        }),
+    )
+}
+
+/// The seed's user shape.
+fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "email": user.email.clone().unwrap_or_default(),
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "phone_number": user.profile.phone_number,
+        "is_active": user.is_active,
+        "profile": {
+            "phone_number": user.profile.phone_number,
+            "branch": user.profile.branch,
+            "designation": user.profile.designation,
+        },
+        "groups": user.groups,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_answer_with_and_without_the_trailing_slash() {
+        assert_eq!(Route::from_path("/auth/api/mobile/generate-otp/"), Some(Route::GenerateOtp));
+        assert_eq!(Route::from_path("/auth/api/mobile/generate-otp"), Some(Route::GenerateOtp));
+        assert_eq!(Route::from_path("/auth/api/mobile/me/"), Some(Route::Me));
+        assert_eq!(Route::from_path("/auth/api/mobile/"), None);
+        assert_eq!(Route::from_path("/auth/api/mobile/verify-otp//"), None);
+        assert_eq!(Route::from_path("/elsewhere"), None);
+    }
+}
