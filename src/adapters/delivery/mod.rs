@@ -15,6 +15,9 @@ pub use twilio::Twilio;
 use crate::domain::Channel;
 use crate::login::{DeliveryError, Message, Notifier};
 
+/// Sent on every provider call: Resend refuses requests without a `User-Agent` (403), and workerd's `fetch` sets none.
+pub const USER_AGENT: &str = concat!("edge-otp-login/", env!("CARGO_PKG_VERSION"));
+
 /// An outgoing provider API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderRequest {

@@ -27,6 +27,7 @@ impl Resend {
             headers: vec![
                 ("Authorization", format!("Bearer {}", self.api_key)),
                 ("Content-Type", "application/json".into()),
+                ("User-Agent", super::USER_AGENT.into()),
             ],
             body: body.to_string(),
         }
@@ -49,6 +50,7 @@ mod tests {
         let request = resend.request(&Message::one_time_code("CRM", &to, &OtpCode::parse("123456").unwrap(), 10));
         assert_eq!(request.url, "http://127.0.0.1:9/emails");
         assert!(request.headers.contains(&("Authorization", "Bearer re_test".into())));
+        assert!(request.headers.iter().any(|(name, _)| *name == "User-Agent"));
         let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
         assert_eq!(body["to"], serde_json::json!(["a@example.com"]));
         assert_eq!(body["from"], "CRM <login@example.com>");

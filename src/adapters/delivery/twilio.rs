@@ -33,6 +33,7 @@ impl Twilio {
             headers: vec![
                 ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))),
                 ("Content-Type", "application/x-www-form-urlencoded".into()),
+                ("User-Agent", super::USER_AGENT.into()),
             ],
             body,
         }
