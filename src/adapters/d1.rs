@@ -237,6 +237,8 @@ struct IdRow {
     challenge_id: String,
 }
 
+const DAY: i64 = 86_400;
+
 fn ip_bucket(client: &ClientIp, purpose: &str) -> String {
     format!("ip:{}:{purpose}", client.0)
 }
@@ -331,6 +333,18 @@ impl Challenges for D1 {
             return Ok(Reservation::Refused(refusal));
         }
         Ok(Reservation::NoActiveCode { attempts_remaining: policy.attempts_remaining(state.as_ref(), now) })
+    }
+
+    async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError> {
+        // One bucket per UTC day; the window never rolls over inside it.
+        let bucket = format!("sms:{}", now.0.div_euclid(DAY));
+        let counted = self.statement(COUNT_REQUEST, &[text(&bucket), int(now.0), int(DAY)])?;
+        let row: CounterRow = counted
+            .first(None)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| store_error("SMS counter returned no row"))?;
+        Ok(row.hits <= cap)
     }
 
     async fn redeem(

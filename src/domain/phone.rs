@@ -12,6 +12,8 @@ pub enum PhoneNumberError {
     MissingCountryCode,
     InvalidCharacter,
     WrongLength,
+    /// Valid E.164, but its country calling code is not on the deployment's allow-list.
+    CountryNotAllowed,
 }
 
 const MIN_DIGITS: usize = 7;
@@ -54,6 +56,18 @@ impl PhoneNumber {
             return Err(PhoneNumberError::WrongLength);
         }
         Ok(PhoneNumber(format!("+{digits}")))
+    }
+
+    /// Like [`PhoneNumber::parse`], and the number must start with one of `calling_codes` (digits without `+`,
+    /// e.g. `"1"`, `"44"`); an empty list allows every country.
+    pub fn parse_allowed(raw: &str, calling_codes: &[String]) -> Result<PhoneNumber, PhoneNumberError> {
+        let phone = PhoneNumber::parse(raw)?;
+        let digits = &phone.0[1..];
+        if calling_codes.is_empty() || calling_codes.iter().any(|code| digits.starts_with(code.as_str())) {
+            Ok(phone)
+        } else {
+            Err(PhoneNumberError::CountryNotAllowed)
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -103,6 +117,16 @@ mod tests {
         assert_eq!(PhoneNumber::parse("+1234567890123456"), Err(PhoneNumberError::WrongLength));
         assert_eq!(PhoneNumber::parse(&"+1".repeat(40)), Err(PhoneNumberError::WrongLength));
         assert_eq!(PhoneNumber::parse(""), Err(PhoneNumberError::Empty));
+    }
+
+    #[test]
+    fn an_allow_list_admits_only_its_calling_codes() {
+        let codes = vec!["1".to_owned(), "44".to_owned()];
+        assert!(PhoneNumber::parse_allowed("+1234567890", &codes).is_ok());
+        assert!(PhoneNumber::parse_allowed("+44 7700 900123", &codes).is_ok());
+        assert_eq!(PhoneNumber::parse_allowed("+33612345678", &codes), Err(PhoneNumberError::CountryNotAllowed));
+        assert!(PhoneNumber::parse_allowed("+33612345678", &[]).is_ok());
+        assert_eq!(PhoneNumber::parse_allowed("0612345678", &codes), Err(PhoneNumberError::MissingCountryCode));
     }
 
     #[test]

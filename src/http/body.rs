@@ -34,7 +34,12 @@ pub async fn json_object(req: &mut Request) -> Result<Map<String, Value>, ApiErr
             body.extend_from_slice(&chunk);
         }
     }
-    match serde_json::from_slice::<Value>(&body) {
+    parse_object(&body)
+}
+
+/// Strict JSON (no trailing data, nesting bounded by serde_json's limit of 128) that must be an object.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(ApiError::InvalidRequest("The request body must be a JSON object.")),
         Err(_) => Err(ApiError::MalformedJson),
@@ -54,13 +59,16 @@ fn optional_string<'a>(
     }
 }
 
-/// Exactly one of `email` and `phone_number`, validated and normalised.
-pub fn identifier(body: &Map<String, Value>) -> Result<Identifier, ApiError> {
+/// Exactly one of `email` and `phone_number`, validated and normalised; phone numbers must carry one of
+/// `calling_codes` when that list is not empty.
+pub fn identifier(body: &Map<String, Value>, calling_codes: &[String]) -> Result<Identifier, ApiError> {
     let email = optional_string(body, "email", "`email` must be a string.")?;
     let phone = optional_string(body, "phone_number", "`phone_number` must be a string.")?;
     match (email, phone) {
         (Some(email), None) => Email::parse(email).map(Identifier::Email).map_err(ApiError::InvalidEmail),
-        (None, Some(phone)) => PhoneNumber::parse(phone).map(Identifier::Phone).map_err(ApiError::InvalidPhoneNumber),
+        (None, Some(phone)) => PhoneNumber::parse_allowed(phone, calling_codes)
+            .map(Identifier::Phone)
+            .map_err(ApiError::InvalidPhoneNumber),
         (Some(_), Some(_)) => Err(ApiError::InvalidRequest("Send either `email` or `phone_number`, not both.")),
         (None, None) => Err(ApiError::InvalidRequest("Send `email` or `phone_number`.")),
     }
@@ -86,19 +94,22 @@ mod tests {
 
     #[test]
     fn exactly_one_identifier_is_required() {
-        assert!(identifier(&object(json!({"email": "A@Example.com"}))).is_ok());
-        assert!(identifier(&object(json!({"phone_number": "+1234567890", "email": null}))).is_ok());
-        assert!(matches!(identifier(&object(json!({}))), Err(ApiError::InvalidRequest(_))));
+        assert!(identifier(&object(json!({"email": "A@Example.com"})), &[]).is_ok());
+        assert!(identifier(&object(json!({"phone_number": "+1234567890", "email": null})), &[]).is_ok());
+        assert!(matches!(identifier(&object(json!({})), &[]), Err(ApiError::InvalidRequest(_))));
         let both = object(json!({"email": "a@example.com", "phone_number": "+1234567890"}));
-        assert!(matches!(identifier(&both), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(identifier(&both, &[]), Err(ApiError::InvalidRequest(_))));
     }
 
     #[test]
     fn identifiers_of_the_wrong_type_or_form_are_refused() {
-        assert!(matches!(identifier(&object(json!({"email": 5}))), Err(ApiError::InvalidRequest(_))));
-        assert!(matches!(identifier(&object(json!({"email": ["a@b.co"]}))), Err(ApiError::InvalidRequest(_))));
-        assert!(matches!(identifier(&object(json!({"email": "nope"}))), Err(ApiError::InvalidEmail(_))));
-        assert!(matches!(identifier(&object(json!({"phone_number": "12"}))), Err(ApiError::InvalidPhoneNumber(_))));
+        assert!(matches!(identifier(&object(json!({"email": 5})), &[]), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(identifier(&object(json!({"email": ["a@b.co"]})), &[]), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(identifier(&object(json!({"email": "nope"})), &[]), Err(ApiError::InvalidEmail(_))));
+        assert!(matches!(
+            identifier(&object(json!({"phone_number": "12"})), &[]),
+            Err(ApiError::InvalidPhoneNumber(_))
+        ));
     }
 
     #[test]

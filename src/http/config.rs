@@ -15,6 +15,8 @@ pub struct Config {
     pub cors: Cors,
     pub email_provider: EmailProvider,
     pub sms_provider: SmsProvider,
+    /// Country calling codes accepted for phone numbers; empty accepts all.
+    pub phone_calling_codes: Vec<String>,
 }
 
 /// A setting is missing or out of range: the deployment is broken, and every request says so in the log.
@@ -58,6 +60,7 @@ impl Config {
             ip_send_limit: count(env, "RATE_LIMIT_IP_SENDS", defaults.ip_send_limit, 1_000_000)?,
             ip_verify_limit: count(env, "RATE_LIMIT_IP_VERIFIES", defaults.ip_verify_limit, 1_000_000)?,
             token_ttl_seconds: 86_400 * number(env, "TOKEN_TTL_DAYS", 30, 1..=365)?,
+            sms_daily_cap: count(env, "SMS_DAILY_CAP", defaults.sms_daily_cap, 10_000_000)?,
         };
 
         let key = setting(env, "OTP_HASH_KEY").unwrap_or_default();
@@ -82,7 +85,20 @@ impl Config {
         let cors =
             Cors::parse(&setting(env, "CORS_ALLOWED_ORIGINS").unwrap_or_default(), production).map_err(ConfigError)?;
 
+        let codes = setting(env, "PHONE_ALLOWED_COUNTRY_CODES").unwrap_or_default();
+        let phone_calling_codes: Vec<String> =
+            codes.split(',').map(|c| c.trim().trim_start_matches('+').to_owned()).filter(|c| !c.is_empty()).collect();
+        if let Some(bad) = phone_calling_codes
+            .iter()
+            .find(|c| c.len() > 3 || c.starts_with('0') || !c.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ConfigError(format!(
+                "PHONE_ALLOWED_COUNTRY_CODES entry {bad:?} is not a calling code like 44"
+            )));
+        }
+
         Ok(Config {
+            phone_calling_codes,
             app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
             policy,
             hasher,

@@ -96,6 +96,9 @@ impl ApiError {
             ApiError::InvalidPhoneNumber(PhoneNumberError::InvalidCharacter) => {
                 "The phone number may contain only digits, spaces, dashes, dots, parentheses and a leading +.".into()
             }
+            ApiError::InvalidPhoneNumber(PhoneNumberError::CountryNotAllowed) => {
+                "Phone numbers with this country code are not accepted.".into()
+            }
             ApiError::InvalidPhoneNumber(PhoneNumberError::WrongLength) => {
                 "The phone number must have 7 to 15 digits including the country code.".into()
             }

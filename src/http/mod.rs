@@ -112,7 +112,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
             let body = body::json_object(req).await?;
-            let identifier = body::identifier(&body)?;
+            let identifier = body::identifier(&body, &config.phone_calling_codes)?;
             let pending = login.request_code(identifier, &client).await?;
             let answer = code_requested(&pending, config);
             ctx.wait_until(async move {
@@ -125,7 +125,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
         }
         Route::VerifyOtp => {
             let body = body::json_object(req).await?;
-            let identifier = body::identifier(&body)?;
+            let identifier = body::identifier(&body, &config.phone_calling_codes)?;
             let code = body::otp_code(&body)?;
             let outcome = login.verify_code(identifier, code, &client).await;
             let answer = outcome.map(|grant| {

@@ -182,6 +182,14 @@ impl Challenges for Memory {
         })
     }
 
+    async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError> {
+        let mut state = self.0.borrow_mut();
+        let day = format!("sms:{}", now.0.div_euclid(86_400));
+        let counter = state.counters.entry(day).or_insert(WindowCounter { hits: 0, window_started_at: now });
+        counter.hits += 1;
+        Ok(counter.hits <= cap)
+    }
+
     async fn redeem(
         &self,
         identifier: &Identifier,

@@ -23,6 +23,9 @@ pub struct Policy {
     pub ip_verify_limit: u32,
     /// How long an API token lives.
     pub token_ttl_seconds: i64,
+    /// SMS messages the whole service may send per UTC day: a ceiling on the bill if someone pumps SMS to
+    /// premium numbers through many identifiers and addresses.
+    pub sms_daily_cap: u32,
 }
 
 /// Length of the per-identifier send-cap window.
@@ -40,6 +43,7 @@ impl Default for Policy {
             ip_send_limit: 20,
             ip_verify_limit: 60,
             token_ttl_seconds: 30 * 24 * HOUR,
+            sms_daily_cap: 500,
         }
     }
 }

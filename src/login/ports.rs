@@ -82,7 +82,7 @@ pub enum Redemption {
     AlreadyUsed,
 }
 
-/// The per-identifier counters and one-time flags. Every method is one atomic step even under concurrent
+/// The per-identifier counters, one-time flags and service-wide quotas. Every method is one atomic step even under concurrent
 /// requests: this is what makes "at most 3 guesses" and "exactly one token" hold.
 pub trait Challenges {
     /// Counts the request against the client's send limit and, unless a limit refuses it, starts a new challenge
@@ -104,6 +104,9 @@ pub trait Challenges {
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Reservation, StoreError>;
+
+    /// Takes one of today's (UTC) SMS slots; `false` when `cap` were already taken.
+    async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError>;
 
     /// Marks the code consumed and clears the failure count, if nobody did first; loads the account in the same step.
     async fn redeem(

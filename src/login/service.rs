@@ -8,7 +8,8 @@ use super::ports::{
 };
 use super::ClientIp;
 use crate::domain::{
-    ChallengeId, CodeHasher, Identifier, OtpCode, Random, RandomError, Token, TokenDigest, TokenError, UnixTime, User,
+    ChallengeId, Channel, CodeHasher, Identifier, OtpCode, Random, RandomError, Token, TokenDigest, TokenError,
+    UnixTime, User,
 };
 
 /// The login use cases over their ports: `A`ccounts, `C`hallenges, code `V`ault, `S`essions, `N`otifier,
@@ -156,6 +157,14 @@ where
         };
         let ttl = now.seconds_until(pending.expires_at).max(MIN_STORE_TTL);
         self.codes.put(identifier, &stored, ttl).await.map_err(InternalError::Store)?;
+
+        if identifier.channel() == Channel::Sms
+            && !self.challenges.claim_sms_slot(now, self.policy.sms_daily_cap).await.map_err(InternalError::Store)?
+        {
+            let detail = format!("daily SMS cap of {} reached", self.policy.sms_daily_cap);
+            self.record(EventKind::DeliveryFailed, user_id, Some(identifier), Some(detail));
+            return Ok(());
+        }
 
         let ttl_minutes = self.policy.code_ttl_seconds / 60;
         let message = Message::one_time_code(&self.app_name, identifier, &code, ttl_minutes);

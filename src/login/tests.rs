@@ -322,3 +322,19 @@ fn requests_without_a_token_are_told_apart_from_dead_tokens() {
     let unknown = format!("Token {}", "ab".repeat(32));
     assert_eq!(run(w.login.authenticate(Some(&unknown))).unwrap_err(), AuthError::Invalid);
 }
+
+#[test]
+fn the_daily_sms_cap_stops_sending_without_changing_the_answer() {
+    let mut w = world();
+    w.login.policy.sms_daily_cap = 1;
+    let first = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
+    assert!(w.send_code(&first).unwrap().is_some());
+    w.memory.update_user(2, |u| u.in_employee_group = true);
+    let second = Identifier::Phone(PhoneNumber::parse("+1234567891").unwrap());
+    assert_eq!(w.send_code(&second).unwrap(), None, "admitted, but nothing sent");
+    let capped = w.events.0.borrow().iter().rev().find(|e| e.kind == EventKind::DeliveryFailed).cloned().unwrap();
+    assert!(capped.detail.unwrap().contains("daily SMS cap"));
+    assert!(w.send_code(&email("mobile.test@example.com")).unwrap().is_some(), "email is not capped");
+    w.clock.advance(86_400);
+    assert!(w.send_code(&second).unwrap().is_some(), "the cap resets the next day");
+}
