@@ -4,6 +4,8 @@ mod body;
 mod config;
 mod cors;
 mod error;
+#[cfg(test)]
+mod properties;
 
 use std::rc::Rc;
 
