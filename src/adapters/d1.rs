@@ -362,6 +362,49 @@ impl Challenges for D1 {
     }
 }
 
+// ---- Retention ------------------------------------------------------------------------------------------------
+
+/// Counter windows that have ended: ?1 now, ?2 the longest window in use (the per-IP window, or two days for the
+/// per-day SMS buckets). A deleted row behaves exactly like a window that has rolled over.
+const PURGE_COUNTERS: &str = "DELETE FROM rate_limits WHERE window_started_at < ?1 - ?2";
+
+/// Challenges whose code, cooldown, hourly window and remembered failures have all lapsed: ?1 now, ?2 lockout.
+/// Such a row carries no state a new request would read.
+const PURGE_CHALLENGES: &str = "\
+DELETE FROM otp_challenges
+WHERE expires_at < ?1 AND issued_at < ?1 - 3600 AND window_started_at < ?1 - 3600
+  AND COALESCE(last_failed_at, 0) < ?1 - ?2";
+
+/// Audit rows past the retention period: ?1 now, ?2 retention in seconds.
+const PURGE_EVENTS: &str = "DELETE FROM login_events WHERE occurred_at < ?1 - ?2";
+
+/// Rows removed by one cleanup run.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub counters: usize,
+    pub challenges: usize,
+    pub events: usize,
+}
+
+impl D1 {
+    /// Deletes state that no longer affects any answer, and audit rows older than `retention_seconds`.
+    pub async fn purge(&self, now: UnixTime, policy: &Policy, retention_seconds: i64) -> Result<Purged, StoreError> {
+        let longest_window = policy.ip_window_seconds.max(2 * DAY);
+        let results = self
+            .batch(vec![
+                self.statement(PURGE_COUNTERS, &[int(now.0), int(longest_window)])?,
+                self.statement(PURGE_CHALLENGES, &[int(now.0), int(policy.lockout_seconds)])?,
+                self.statement(PURGE_EVENTS, &[int(now.0), int(retention_seconds)])?,
+            ])
+            .await?;
+        let changes = |i: usize| -> Result<usize, StoreError> {
+            let meta = results.get(i).map(|r| r.meta()).transpose().map_err(store_error)?.flatten();
+            Ok(meta.and_then(|m| m.changes).unwrap_or(0))
+        };
+        Ok(Purged { counters: changes(0)?, challenges: changes(1)?, events: changes(2)? })
+    }
+}
+
 // ---- Audit trail ----------------------------------------------------------------------------------------------
 
 /// ?1 time, ?2 event, ?3 user id, ?4 channel, ?5 masked identifier, ?6 ip, ?7 user agent, ?8 detail,

@@ -15,6 +15,8 @@ pub struct Config {
     pub cors: Cors,
     pub email_provider: EmailProvider,
     pub sms_provider: SmsProvider,
+    /// How long audit rows are kept.
+    pub event_retention_seconds: i64,
     /// Country calling codes accepted for phone numbers; empty accepts all.
     pub phone_calling_codes: Vec<String>,
 }
@@ -98,6 +100,7 @@ impl Config {
         }
 
         Ok(Config {
+            event_retention_seconds: 86_400 * number(env, "EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             phone_calling_codes,
             app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
             policy,

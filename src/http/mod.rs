@@ -10,14 +10,14 @@ mod properties;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
-use worker::{event, Context, Env, Method, Request, Response};
+use worker::{event, Context, Env, Method, Request, Response, ScheduleContext, ScheduledEvent};
 
 use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
 use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
-use crate::login::{ClientIp, Login, PendingCode};
+use crate::login::{ClientIp, Clock, Login, PendingCode};
 use config::Config;
 use error::ApiError;
 
@@ -64,6 +64,26 @@ impl Route {
 #[event(start)]
 fn start() {
     console_error_panic_hook::set_once();
+}
+
+/// The daily cleanup (Cron Trigger in wrangler.toml): expired counters and challenges, and audit rows past
+/// `EVENT_RETENTION_DAYS`.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let purged = async {
+        let config = Config::from_env(&env).map_err(|e| e.to_string())?;
+        let db = D1(Rc::new(env.d1("DB").map_err(|e| e.to_string())?));
+        db.purge(WorkerClock.now(), &config.policy, config.event_retention_seconds).await.map_err(|e| e.0)
+    };
+    match purged.await {
+        Ok(p) => worker::console_log!(
+            "cleanup: removed {} counters, {} challenges, {} audit rows",
+            p.counters,
+            p.challenges,
+            p.events
+        ),
+        Err(e) => worker::console_error!("cleanup failed: {e}"),
+    }
 }
 
 #[event(fetch)]

@@ -97,6 +97,29 @@ export function extraSeedSql() {
   return s.join("; ");
 }
 
+/**
+ * SQL that adds active members of the `Employees` group: users is [{ email, phone, firstName?, lastName? }].
+ * For tests that need more distinct employees than SEED.employees (pass it to startWorker as `sql`).
+ */
+export function employeesSql(users) {
+  const s = [];
+  for (const u of users) {
+    s.push(
+      `INSERT INTO users (email, first_name, last_name, is_active) VALUES (${sq(u.email)}, ${sq(u.firstName ?? "Extra")}, ` +
+        `${sq(u.lastName ?? "Employee")}, 1) ON CONFLICT (email) DO NOTHING`,
+    );
+    s.push(
+      `INSERT INTO profiles (user_id, phone_number, branch, designation) SELECT id, ${sq(u.phone)}, 'Field', 'Tester' ` +
+        `FROM users WHERE email = ${sq(u.email)} ON CONFLICT (user_id) DO NOTHING`,
+    );
+    s.push(
+      `INSERT OR IGNORE INTO user_groups (user_id, group_id) SELECT u.id, g.id FROM users u, groups g ` +
+        `WHERE u.email = ${sq(u.email)} AND g.name = 'Employees'`,
+    );
+  }
+  return s.join("; ");
+}
+
 function childEnv(extra = {}) {
   return {
     ...process.env,
@@ -275,6 +298,8 @@ export async function startWorker({ vars = {}, extraSeed = true, sql = null } = 
       "--persist-to", persistDir,
       "--env-file", envFile,
       "--show-interactive-dev-session=false",
+      // Exposes /__scheduled, so tests can fire the Cron Trigger.
+      "--test-scheduled",
     ];
     for (const [k, v] of Object.entries(allVars)) args.push("--var", `${k}:${v}`);
 
