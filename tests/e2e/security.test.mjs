@@ -20,7 +20,19 @@ import { performance } from "node:perf_hooks";
 import { after, before, beforeEach, describe, test } from "node:test";
 
 import {
-  PATHS, assertError, assertLogin, assertOtpSent, call, client, describeResponse, poll, sleep, wrongCode,
+  assertError,
+  assertLogin,
+  assertMockClean,
+  assertOtpSent,
+  call,
+  client,
+  describeResponse,
+  eventually,
+  PATHS,
+  poll,
+  sleep,
+  withoutEcho,
+  wrongCode,
 } from "./support/api.mjs";
 import { startMockProviders } from "./support/mock-providers.mjs";
 import { ROOT, SEED, employeesSql, loginEventsFor, startWorker } from "./support/worker.mjs";
@@ -62,21 +74,8 @@ function unknownEmail(tag) {
   return `${tag}.${randomBytes(4).toString("hex")}@example.com`;
 }
 
-function assertMockClean() {
-  const errors = mock.validationErrors.filter((e) => e.at >= testStartedAt);
-  assert.deepEqual(errors, [], "every provider request had the provider's real format");
-}
 
-function withoutEcho(body) {
-  const { contact_info: _c, otp_type: _t, ...rest } = body ?? {};
-  return rest;
-}
 
-async function eventually(fn, what, timeoutMs = 15_000) {
-  const result = await poll(fn, { timeoutMs, intervalMs: 500 });
-  assert.ok(result, what);
-  return result;
-}
 
 /** Asks for a code for an email from a fresh IP and returns the code the mock received. */
 async function codeFor(email, path = PATHS.generate) {
@@ -222,7 +221,7 @@ describe("security properties", { timeout: 900_000 }, () => {
     }
     await mock.expectNoMessage(e.email, 2500, { since });
     assert.equal(mock.messagesTo(e.email).length, MAX_SENDS_PER_HOUR, "exactly two messages reached the mock");
-    assertMockClean();
+    assertMockClean(mock, testStartedAt);
   });
 
   test("the daily SMS cap: the second employee phone gets the same answer but no SMS, and a delivery_failed event says why; email still goes out", T, async () => {
@@ -257,7 +256,7 @@ describe("security properties", { timeout: 900_000 }, () => {
     assertOtpSent(await api.post(PATHS.generate, { email: second.email }, { ip: freshIp() }), { otpType: "email", contactInfo: second.email });
     const mail = await mock.waitForMessage(second.email, MESSAGE_TIMEOUT_MS, { since });
     assert.equal(mail.provider, "resend");
-    assertMockClean();
+    assertMockClean(mock, testStartedAt);
   });
 
   test("the country allow-list (PHONE_ALLOWED_COUNTRY_CODES=1) admits +1234567890 and refuses +447700900123 with invalid_phone_number", T, async () => {
@@ -276,7 +275,7 @@ describe("security properties", { timeout: 900_000 }, () => {
       assertError(await api.post(PATHS.verify, { phone_number: uk, otp_code: "123456" }, { ip: freshIp() }), 400, "invalid_phone_number");
     }
     await mock.expectNoMessage("+447700900123", 1500, { since: testStartedAt });
-    assertMockClean();
+    assertMockClean(mock, testStartedAt);
   });
 
   describe("spoofed forwarding headers are ignored: the client IP is CF-Connecting-IP", () => {
@@ -346,7 +345,7 @@ describe("security properties", { timeout: 900_000 }, () => {
     assertError(await api.post(PATHS.generate, { email: e.email }, { ip: freshIp() }), 429, "otp_locked");
     assertError(await api.post(PATHS.resend, { email: e.email }, { ip: freshIp() }), 429, "otp_locked");
     await mock.expectNoMessage(e.email, 1500, { since });
-    assertMockClean();
+    assertMockClean(mock, testStartedAt);
   });
 
   test("a successful login clears the failures: two wrong guesses and a login, then a new code allows three wrong guesses again", T, async () => {
@@ -366,7 +365,7 @@ describe("security properties", { timeout: 900_000 }, () => {
     }
     const r3 = await api.post(PATHS.verify, { email: e.email, otp_code: wrongCode(second, 2) }, { ip: freshIp() });
     assertError(r3, 429, "otp_locked");
-    assertMockClean();
+    assertMockClean(mock, testStartedAt);
   });
 
   test("verify-otp answers an unknown address and a non-employee exactly like an employee: attempts_remaining 2, 1, then locked", T, async () => {
@@ -398,7 +397,7 @@ describe("security properties", { timeout: 900_000 }, () => {
     }
     await mock.expectNoMessage(unknown, 500, { since });
     await mock.expectNoMessage(outsider, 500, { since });
-    assertMockClean();
+    assertMockClean(mock, testStartedAt);
   });
 
   test("the latency of generate-otp and resend-otp does not tell employees from unknown addresses", { timeout: 300_000 }, async (t) => {

@@ -107,11 +107,17 @@ impl Notifier for Delivery {
         match message.to.channel() {
             Channel::Email => match self.email {
                 EmailProvider::Resend => post(resend::NAME, self.resend()?.request(message)).await,
-                EmailProvider::Console => Ok(Console.print(message)),
+                EmailProvider::Console => {
+                    Console.print(message);
+                    Ok(())
+                }
             },
             Channel::Sms => match self.sms {
                 SmsProvider::Twilio => post(twilio::NAME, self.twilio()?.request(message)).await,
-                SmsProvider::Console => Ok(Console.print(message)),
+                SmsProvider::Console => {
+                    Console.print(message);
+                    Ok(())
+                }
             },
         }
     }

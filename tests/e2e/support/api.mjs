@@ -148,3 +148,22 @@ export async function poll(fn, { timeoutMs = 10_000, intervalMs = 300 } = {}) {
     await sleep(intervalMs);
   }
 }
+
+/** Fails if any provider request since `since` (ms) broke the provider's real format. */
+export function assertMockClean(mock, since) {
+  const errors = mock.validationErrors.filter((e) => e.at >= since);
+  assert.deepEqual(errors, [], "every provider request had the provider's real format");
+}
+
+/** A code-request answer without the fields that echo the request, for comparing answers across identifiers. */
+export function withoutEcho(body) {
+  const { contact_info: _c, otp_type: _t, ...rest } = body ?? {};
+  return rest;
+}
+
+/** Polls `fn` until it returns something truthy (every 500 ms, up to `timeoutMs`), asserting that it did. */
+export async function eventually(fn, what, timeoutMs = 15_000) {
+  const result = await poll(fn, { timeoutMs, intervalMs: 500 });
+  assert.ok(result, what);
+  return result;
+}
