@@ -1,6 +1,7 @@
 //! Reading request bodies: media type, size cap (enforced while streaming), JSON, and the API's fields.
 
 use futures_util::StreamExt;
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use worker::Request;
 
@@ -37,12 +38,42 @@ pub async fn json_object(req: &mut Request) -> Result<Map<String, Value>, ApiErr
     parse_object(&body)
 }
 
-/// Strict JSON (no trailing data, nesting bounded by serde_json's limit of 128) that must be an object.
+/// Strict JSON that must be an object: no trailing data, nesting bounded by serde_json's limit of 128, and no
+/// repeated key (parsers disagree on which copy wins, so a proxy and this service could read different addresses).
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::InvalidRequest("The request body must be a JSON object.")),
-        Err(_) => Err(ApiError::MalformedJson),
+    match serde_json::from_slice::<UniqueKeys>(body) {
+        Ok(UniqueKeys(object)) => Ok(object),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(ApiError::MalformedJson),
+        Err(_) if body.trim_ascii_start().starts_with(b"{") => {
+            Err(ApiError::InvalidRequest("Each field may appear only once in the request body."))
+        }
+        Err(_) => Err(ApiError::InvalidRequest("The request body must be a JSON object.")),
+    }
+}
+
+/// A JSON object whose keys are all distinct.
+struct UniqueKeys(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object with distinct keys")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<UniqueKeys, A::Error> {
+                let mut object = Map::new();
+                while let Some((key, value)) = entries.next_entry::<String, Value>()? {
+                    if object.contains_key(&key) {
+                        return Err(A::Error::custom("duplicate key"));
+                    }
+                    object.insert(key, value);
+                }
+                Ok(UniqueKeys(object))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
     }
 }
 
@@ -110,6 +141,18 @@ mod tests {
             identifier(&object(json!({"phone_number": "12"})), &[]),
             Err(ApiError::InvalidPhoneNumber(_))
         ));
+    }
+
+    #[test]
+    fn the_body_must_be_one_json_object_with_distinct_keys() {
+        assert!(parse_object(br#" {"email": "a@example.com", "extra": {"x": 1}} "#).is_ok());
+        assert_eq!(parse_object(br#"{"email": "a@example.com""#), Err(ApiError::MalformedJson));
+        assert_eq!(parse_object(br#"{"email": "a@example.com"} {}"#), Err(ApiError::MalformedJson));
+        assert_eq!(parse_object(b""), Err(ApiError::MalformedJson));
+        assert!(matches!(parse_object(b"[1]"), Err(ApiError::InvalidRequest(m)) if m.contains("object")));
+        assert!(matches!(parse_object(b"\"a@example.com\""), Err(ApiError::InvalidRequest(m)) if m.contains("object")));
+        let duplicate = br#"{"email": "a@example.com", "email": "b@example.com"}"#;
+        assert!(matches!(parse_object(duplicate), Err(ApiError::InvalidRequest(m)) if m.contains("once")));
     }
 
     #[test]
