@@ -1,5 +1,7 @@
 //! The service's settings, read from vars and secrets (SPEC §3, README "Configuration").
 
+use std::rc::Rc;
+
 use worker::Env;
 
 use crate::adapters::delivery::{setting, EmailProvider, SmsProvider};
@@ -48,8 +50,25 @@ fn count(env: &Env, name: &str, default: u32, max: u32) -> Result<u32, ConfigErr
     u32::try_from(value).map_err(|_| ConfigError(format!("{name} is out of range")))
 }
 
+thread_local! {
+    static LOADED: std::cell::OnceCell<Rc<Config>> = const { std::cell::OnceCell::new() };
+}
+
 impl Config {
-    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+    /// The configuration, read from `env` once per isolate: vars and secrets cannot change while an isolate lives
+    /// (a new deployment or secret starts new isolates). A broken configuration is not cached, so every request
+    /// reports it.
+    pub fn load(env: &Env) -> Result<Rc<Config>, ConfigError> {
+        if let Some(config) = LOADED.with(|cell| cell.get().cloned()) {
+            return Ok(config);
+        }
+        let config = Rc::new(Config::from_env(env)?);
+        // A request that loaded it concurrently (across an await) may have set it first; either copy is the same.
+        LOADED.with(|cell| cell.set(config.clone()).ok());
+        Ok(config)
+    }
+
+    fn from_env(env: &Env) -> Result<Config, ConfigError> {
         let production = setting(env, "ENVIRONMENT").is_none_or(|e| e.eq_ignore_ascii_case("production"));
         let defaults = Policy::default();
         let policy = Policy {

@@ -71,7 +71,7 @@ fn start() {
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let purged = async {
-        let config = Config::from_env(&env).map_err(|e| e.to_string())?;
+        let config = Config::load(&env).map_err(|e| e.to_string())?;
         let db = D1(Rc::new(env.d1("DB").map_err(|e| e.to_string())?));
         db.purge(WorkerClock.now(), &config.policy, config.event_retention_seconds).await.map_err(|e| e.0)
     };
@@ -89,7 +89,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let origin = header(&req, "Origin");
-    let config = match Config::from_env(&env) {
+    let config = match Config::load(&env) {
         Ok(config) => config,
         Err(e) => return Ok(ApiError::internal("configuration", &e).response()),
     };
