@@ -150,7 +150,7 @@ pub trait Notifier {
     async fn send(&self, message: &Message) -> Result<(), DeliveryError>;
 }
 
-/// The audit trail's event types (SPEC §4), named as stored.
+/// The audit trail's event types (SPEC §4), named as stored; `migrations/0002_event_vocabulary.sql` explains each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     CodeRequested,
@@ -159,7 +159,10 @@ pub enum EventKind {
     CodeFailed,
     LockedOut,
     Login,
+    Refresh,
+    RefreshReused,
     Logout,
+    Revoked,
 }
 
 impl EventKind {
@@ -171,7 +174,10 @@ impl EventKind {
             EventKind::CodeFailed => "code_failed",
             EventKind::LockedOut => "locked_out",
             EventKind::Login => "login",
+            EventKind::Refresh => "refresh",
+            EventKind::RefreshReused => "refresh_reused",
             EventKind::Logout => "logout",
+            EventKind::Revoked => "revoked",
         }
     }
 }
