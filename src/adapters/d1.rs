@@ -11,10 +11,10 @@ use serde::Deserialize;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, D1Result};
 
-use crate::domain::{ChallengeId, Identifier, Profile, UnixTime, User};
+use crate::domain::{ChallengeId, Identifier, Profile, TokenDigest, UnixTime, User};
 use crate::login::{
-    Accounts, ChallengeState, Challenges, ClientIp, EventKind, EventLog, LoginEvent, Opening, Policy, Redemption,
-    Reservation, StoreError, WindowCounter,
+    Accounts, ChallengeState, Challenges, ClientIp, EventKind, EventLog, LoginEvent, NewSession, Opening, Policy,
+    Redemption, Reservation, Revoked, Rotation, Scope, SessionInfo, Sessions, StoreError, WindowCounter,
 };
 
 /// One D1 database handle, shared by the adapters of a request.
@@ -77,7 +77,11 @@ macro_rules! user_query {
 
 const USER_BY_EMAIL: &str = user_query!("u.email = ?1");
 const USER_BY_PHONE: &str = user_query!("p.phone_number = ?1");
-const USER_BY_ID: &str = user_query!("u.id = ?1");
+/// The account whose refresh token ?1 was just rotated to ?2 by this batch.
+const USER_OF_ROTATION: &str = user_query!(
+    "u.id = (SELECT s.user_id FROM sessions s JOIN refresh_tokens r ON r.session_id = s.id \
+     WHERE r.digest = ?1 AND r.replaced_by = ?2)"
+);
 
 #[derive(Deserialize)]
 struct UserRow {
@@ -130,10 +134,6 @@ fn user_from(row: Option<UserRow>) -> Result<Option<User>, StoreError> {
 impl Accounts for D1 {
     async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError> {
         user_from(self.user_by_identifier(identifier)?.first::<UserRow>(None).await.map_err(store_error)?)
-    }
-
-    async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        user_from(self.statement(USER_BY_ID, &[int(id)])?.first::<UserRow>(None).await.map_err(store_error)?)
     }
 }
 
@@ -352,14 +352,235 @@ impl Challenges for D1 {
         identifier: &Identifier,
         challenge: &ChallengeId,
         now: UnixTime,
+        start: &NewSession,
     ) -> Result<Redemption, StoreError> {
-        let redeem = self.statement(REDEEM, &[text(&identifier.key()), text(&challenge.0), int(now.0)])?;
-        let results = self.batch(vec![redeem, self.user_by_identifier(identifier)?]).await?;
-        if first::<IdRow>(&results, 0)?.is_none() {
+        let key = identifier.key();
+        let sql = match identifier {
+            Identifier::Email(_) => START_SESSION_BY_EMAIL,
+            Identifier::Phone(_) => START_SESSION_BY_PHONE,
+        };
+        let device = &start.device;
+        let session = self.statement(
+            sql,
+            &[
+                text(&key),
+                text(&challenge.0),
+                int(now.0),
+                int(start.refresh_expires_at.0),
+                text(&start.access.0),
+                int(start.access_expires_at.0),
+                opt_text(device.user_agent.as_deref()),
+                opt_text(device.ip.as_deref()),
+                opt_text(device.country.as_deref()),
+                opt_text(device.city.as_deref()),
+                text(identifier.value()),
+            ],
+        )?;
+        let refresh =
+            self.statement(FIRST_REFRESH_TOKEN, &[text(&start.refresh.0), text(&start.access.0), int(now.0)])?;
+        let redeem = self.statement(REDEEM, &[text(&key), text(&challenge.0), int(now.0)])?;
+        let results = self.batch(vec![session, refresh, redeem, self.user_by_identifier(identifier)?]).await?;
+        if first::<IdRow>(&results, 2)?.is_none() {
             return Ok(Redemption::AlreadyUsed);
         }
-        Ok(Redemption::Redeemed(user_from(first::<UserRow>(&results, 1)?)?))
+        let session_id = first::<SessionIdRow>(&results, 0)?.map(|row| row.id);
+        Ok(Redemption::Redeemed { user: user_from(first::<UserRow>(&results, 3)?)?, session_id })
     }
+}
+
+// ---- Sessions -------------------------------------------------------------------------------------------------
+
+/// Starts a session for the account behind the identifier, in the redeem batch and *before* its `REDEEM`: the
+/// condition is exactly the one `REDEEM` then consumes, evaluated in the same transaction, so the row exists if and
+/// only if this batch redeemed the code, and only for an account that may log in. ?1 challenge key, ?2 challenge id,
+/// ?3 now, ?4 refresh expiry, ?5 access digest, ?6 access expiry, ?7 user agent, ?8 ip, ?9 country, ?10 city,
+/// ?11 the identifier's value.
+macro_rules! start_session {
+    ($user:literal) => {
+        concat!(
+            "INSERT INTO sessions (user_id, created_at, last_used_at, expires_at, access_digest, access_expires_at, ",
+            "user_agent, ip, country, city) ",
+            "SELECT u.id, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM users u WHERE ",
+            $user,
+            " AND u.is_active = 1 AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id ",
+            "WHERE ug.user_id = u.id AND g.is_employee_group = 1) ",
+            "AND EXISTS (SELECT 1 FROM otp_challenges WHERE identifier = ?1 AND challenge_id = ?2 ",
+            "AND consumed_at IS NULL AND expires_at > ?3) RETURNING id"
+        )
+    };
+}
+
+const START_SESSION_BY_EMAIL: &str = start_session!("u.email = ?11");
+const START_SESSION_BY_PHONE: &str = start_session!("u.id = (SELECT user_id FROM profiles WHERE phone_number = ?11)");
+
+/// The session's first refresh token: ?1 its digest, ?2 the session's access digest (unique), ?3 now.
+const FIRST_REFRESH_TOKEN: &str = "\
+INSERT INTO refresh_tokens (digest, session_id, issued_at) SELECT ?1, id, ?3 FROM sessions WHERE access_digest = ?2";
+
+/// The session a refresh token ?1 belongs to, read before the batch changes it.
+const SESSION_OF_REFRESH: &str = "\
+SELECT s.access_digest FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.digest = ?1";
+
+/// The race-deciding step of a refresh: marks ?1 replaced by ?2 if it is its session's current token, the session
+/// is live at ?3 and the account may still log in. Only one request can find `replaced_by IS NULL`.
+const CLAIM_REFRESH: &str = "\
+UPDATE refresh_tokens SET replaced_by = ?2
+WHERE digest = ?1 AND replaced_by IS NULL AND session_id IN (
+  SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
+  WHERE s.revoked_at IS NULL AND s.expires_at > ?3 AND u.is_active = 1
+    AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id
+                WHERE ug.user_id = u.id AND g.is_employee_group = 1))
+RETURNING session_id";
+
+/// The successor token, only if this batch's claim succeeded (?2 is unique to it): ?1 old, ?2 new, ?3 now.
+const NEXT_REFRESH_TOKEN: &str = "\
+INSERT INTO refresh_tokens (digest, session_id, issued_at)
+SELECT ?2, session_id, ?3 FROM refresh_tokens WHERE digest = ?1 AND replaced_by = ?2";
+
+/// Moves the session to the new pair, only if this batch's claim succeeded: ?1 old refresh, ?2 new refresh, ?3 now,
+/// ?4 access digest, ?5 access expiry, ?6 refresh expiry, ?7 user agent, ?8 ip, ?9 country, ?10 city.
+const MOVE_SESSION: &str = "\
+UPDATE sessions SET access_digest = ?4, access_expires_at = ?5, expires_at = ?6, last_used_at = ?3,
+  user_agent = COALESCE(?7, user_agent), ip = COALESCE(?8, ip), country = COALESCE(?9, country),
+  city = COALESCE(?10, city)
+WHERE id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by = ?2)";
+
+/// Reuse detection: ?1 was rotated out by another request (its successor is not this batch's ?2), so whoever holds
+/// it is replaying it; the session ends at ?3.
+const REVOKE_ON_REUSE: &str = "\
+UPDATE sessions SET revoked_at = ?3, revoked_reason = 'refresh token reused'
+WHERE revoked_at IS NULL AND id = (
+  SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL AND replaced_by <> ?2)
+RETURNING id, user_id, access_digest";
+
+/// Ends one live session of a user: ?1 user, ?2 session, ?3 now, ?4 reason.
+const REVOKE_ONE: &str = "\
+UPDATE sessions SET revoked_at = ?3, revoked_reason = ?4 WHERE user_id = ?1 AND id = ?2 AND revoked_at IS NULL
+RETURNING id, user_id, access_digest";
+
+/// Ends every live session of a user: ?1 user, ?2 now, ?3 reason.
+const REVOKE_ALL: &str = "\
+UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL
+RETURNING id, user_id, access_digest";
+
+/// A user's live sessions at ?2, most recently used first.
+const LIST_SESSIONS: &str = "\
+SELECT id, created_at, last_used_at, expires_at, user_agent, country, city FROM sessions
+WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 ORDER BY last_used_at DESC, id DESC";
+
+#[derive(Deserialize)]
+struct SessionIdRow {
+    id: i64,
+}
+
+#[derive(Deserialize)]
+struct AccessRow {
+    access_digest: String,
+}
+
+#[derive(Deserialize)]
+struct RevokedRow {
+    id: i64,
+    user_id: i64,
+    access_digest: String,
+}
+
+#[derive(Deserialize)]
+struct SessionInfoRow {
+    id: i64,
+    created_at: i64,
+    last_used_at: i64,
+    expires_at: i64,
+    user_agent: Option<String>,
+    country: Option<String>,
+    city: Option<String>,
+}
+
+impl Sessions for D1 {
+    async fn rotate(&self, refresh: &TokenDigest, next: &NewSession, now: UnixTime) -> Result<Rotation, StoreError> {
+        let (old, new) = (text(&refresh.0), text(&next.refresh.0));
+        let device = &next.device;
+        let results = self
+            .batch(vec![
+                self.statement(SESSION_OF_REFRESH, std::slice::from_ref(&old))?,
+                self.statement(CLAIM_REFRESH, &[old.clone(), new.clone(), int(now.0)])?,
+                self.statement(NEXT_REFRESH_TOKEN, &[old.clone(), new.clone(), int(now.0)])?,
+                self.statement(
+                    MOVE_SESSION,
+                    &[
+                        old.clone(),
+                        new.clone(),
+                        int(now.0),
+                        text(&next.access.0),
+                        int(next.access_expires_at.0),
+                        int(next.refresh_expires_at.0),
+                        opt_text(device.user_agent.as_deref()),
+                        opt_text(device.ip.as_deref()),
+                        opt_text(device.country.as_deref()),
+                        opt_text(device.city.as_deref()),
+                    ],
+                )?,
+                self.statement(REVOKE_ON_REUSE, &[old.clone(), new.clone(), int(now.0)])?,
+                self.statement(USER_OF_ROTATION, &[old, new])?,
+            ])
+            .await?;
+        if let Some(claimed) = first::<RefreshClaimRow>(&results, 1)? {
+            let previous = first::<AccessRow>(&results, 0)?.ok_or_else(|| store_error("rotated session vanished"))?;
+            return match user_from(first::<UserRow>(&results, 5)?)? {
+                Some(user) => Ok(Rotation::Rotated {
+                    session_id: claimed.session_id,
+                    user,
+                    previous_access: TokenDigest(previous.access_digest),
+                }),
+                None => Err(store_error("rotated session has no user")),
+            };
+        }
+        Ok(match first::<RevokedRow>(&results, 4)? {
+            Some(row) => {
+                Rotation::Reused { session_id: row.id, user_id: row.user_id, access: TokenDigest(row.access_digest) }
+            }
+            None => Rotation::Invalid,
+        })
+    }
+
+    async fn revoke(
+        &self,
+        user_id: i64,
+        scope: Scope,
+        now: UnixTime,
+        reason: &str,
+    ) -> Result<Vec<Revoked>, StoreError> {
+        let statement = match scope {
+            Scope::One(id) => self.statement(REVOKE_ONE, &[int(user_id), int(id), int(now.0), text(reason)])?,
+            Scope::All => self.statement(REVOKE_ALL, &[int(user_id), int(now.0), text(reason)])?,
+        };
+        let result = statement.all().await.map_err(store_error)?;
+        Ok(rows::<RevokedRow>(&result)?
+            .into_iter()
+            .map(|row| Revoked { session_id: row.id, access: TokenDigest(row.access_digest) })
+            .collect())
+    }
+
+    async fn list(&self, user_id: i64, now: UnixTime) -> Result<Vec<SessionInfo>, StoreError> {
+        let result = self.statement(LIST_SESSIONS, &[int(user_id), int(now.0)])?.all().await.map_err(store_error)?;
+        Ok(rows::<SessionInfoRow>(&result)?
+            .into_iter()
+            .map(|row| SessionInfo {
+                id: row.id,
+                created_at: UnixTime(row.created_at),
+                last_used_at: UnixTime(row.last_used_at),
+                expires_at: UnixTime(row.expires_at),
+                user_agent: row.user_agent,
+                country: row.country,
+                city: row.city,
+            })
+            .collect())
+    }
+}
+
+#[derive(Deserialize)]
+struct RefreshClaimRow {
+    session_id: i64,
 }
 
 // ---- Retention ------------------------------------------------------------------------------------------------
@@ -378,30 +599,47 @@ WHERE expires_at < ?1 AND issued_at < ?1 - 3600 AND window_started_at < ?1 - 360
 /// Audit rows past the retention period: ?1 now, ?2 retention in seconds.
 const PURGE_EVENTS: &str = "DELETE FROM login_events WHERE occurred_at < ?1 - ?2";
 
+/// Sessions revoked, or expired, more than ?2 seconds before ?1, with their refresh tokens (which can then only
+/// answer "invalid", as any unknown token does).
+const PURGE_REFRESH_TOKENS: &str = "\
+DELETE FROM refresh_tokens WHERE session_id IN (
+  SELECT id FROM sessions WHERE COALESCE(revoked_at, expires_at) < ?1 - ?2)";
+const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE COALESCE(revoked_at, expires_at) < ?1 - ?2";
+
 /// Rows removed by one cleanup run.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Purged {
     pub counters: usize,
     pub challenges: usize,
     pub events: usize,
+    pub sessions: usize,
 }
 
 impl D1 {
-    /// Deletes state that no longer affects any answer, and audit rows older than `retention_seconds`.
-    pub async fn purge(&self, now: UnixTime, policy: &Policy, retention_seconds: i64) -> Result<Purged, StoreError> {
+    /// Deletes state that no longer affects any answer, audit rows older than `retention_seconds`, and sessions
+    /// that ended more than `session_retention_seconds` ago.
+    pub async fn purge(
+        &self,
+        now: UnixTime,
+        policy: &Policy,
+        retention_seconds: i64,
+        session_retention_seconds: i64,
+    ) -> Result<Purged, StoreError> {
         let longest_window = policy.ip_window_seconds.max(2 * DAY);
         let results = self
             .batch(vec![
                 self.statement(PURGE_COUNTERS, &[int(now.0), int(longest_window)])?,
                 self.statement(PURGE_CHALLENGES, &[int(now.0), int(policy.lockout_seconds)])?,
                 self.statement(PURGE_EVENTS, &[int(now.0), int(retention_seconds)])?,
+                self.statement(PURGE_REFRESH_TOKENS, &[int(now.0), int(session_retention_seconds)])?,
+                self.statement(PURGE_SESSIONS, &[int(now.0), int(session_retention_seconds)])?,
             ])
             .await?;
         let changes = |i: usize| -> Result<usize, StoreError> {
             let meta = results.get(i).map(|r| r.meta()).transpose().map_err(store_error)?.flatten();
             Ok(meta.and_then(|m| m.changes).unwrap_or(0))
         };
-        Ok(Purged { counters: changes(0)?, challenges: changes(1)?, events: changes(2)? })
+        Ok(Purged { counters: changes(0)?, challenges: changes(1)?, events: changes(2)?, sessions: changes(4)? })
     }
 }
 

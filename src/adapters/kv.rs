@@ -1,10 +1,10 @@
-//! Codes and sessions in Workers KV. Values carry their own expiry, which the use cases check; the KV TTL only
+//! Codes and access tokens in Workers KV. Values carry their own expiry, which the use cases check; the KV TTL only
 //! cleans up. Nothing here needs to be exact under concurrency: the counters and one-time flags live in D1.
 
 use worker::kv::KvStore;
 
 use crate::domain::{Identifier, TokenDigest};
-use crate::login::{CodeVault, Session, Sessions, StoreError, StoredCode};
+use crate::login::{AccessTokens, CodeVault, Session, StoreError, StoredCode};
 
 #[derive(Clone)]
 pub struct Kv(pub KvStore);
@@ -13,6 +13,7 @@ fn code_key(identifier: &Identifier) -> String {
     format!("otp:{}", identifier.key())
 }
 
+/// The access token's key; `scripts/lib/revoke.mjs` deletes these by the digests D1 returns.
 fn session_key(token: &TokenDigest) -> String {
     format!("session:{}", token.0)
 }
@@ -42,7 +43,7 @@ impl CodeVault for Kv {
     }
 }
 
-impl Sessions for Kv {
+impl AccessTokens for Kv {
     async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError> {
         self.put_json(&session_key(token), session, ttl_seconds).await
     }

@@ -38,11 +38,15 @@ impl Token {
         if !scheme.eq_ignore_ascii_case("token") && !scheme.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::Missing);
         }
-        let credentials = credentials.trim();
-        let well_formed = credentials.len() == TOKEN_BYTES * 2
-            && credentials.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        Token::parse(credentials.trim())
+    }
+
+    /// Reads a token as the client sends it in a body (the refresh token): exactly 64 lower-case hex characters.
+    pub fn parse(text: &str) -> Result<Token, TokenError> {
+        let well_formed =
+            text.len() == TOKEN_BYTES * 2 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if well_formed {
-            Ok(Token(credentials.to_owned()))
+            Ok(Token(text.to_owned()))
         } else {
             Err(TokenError::Malformed)
         }
@@ -53,6 +57,7 @@ impl Token {
         &self.0
     }
 
+    /// The SHA-256 under which the token is stored; the token itself is never stored.
     pub fn digest(&self) -> TokenDigest {
         TokenDigest(hex::encode(Sha256::digest(self.0.as_bytes())))
     }

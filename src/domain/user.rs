@@ -1,5 +1,8 @@
-/// An account as the login service sees it: the seed's user, profile and group names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+/// An account as the login service sees it: the seed's user, profile and group names. It is also the snapshot an
+/// access token carries in KV, so that authenticated calls need no D1 read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: i64,
     pub email: Option<String>,
@@ -14,7 +17,7 @@ pub struct User {
 }
 
 /// The seed's user profile.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub phone_number: Option<String>,
     pub branch: String,

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use worker::Request;
 
 use super::error::ApiError;
-use crate::domain::{Email, Identifier, OtpCode, PhoneNumber};
+use crate::domain::{Email, Identifier, OtpCode, PhoneNumber, Token};
 
 /// Largest accepted body. The real ones are well under 200 bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -114,6 +114,16 @@ pub fn otp_code(body: &Map<String, Value>) -> Result<OtpCode, ApiError> {
     }
 }
 
+/// The required `refresh_token`: a string; `None` when it cannot be a token this service issued (it is then as
+/// dead as an unknown one, and answered the same way).
+pub fn refresh_token(body: &Map<String, Value>) -> Result<Option<Token>, ApiError> {
+    match body.get("refresh_token") {
+        None | Some(Value::Null) => Err(ApiError::InvalidRequest("Send the refresh token as `refresh_token`.")),
+        Some(Value::String(token)) => Ok(Token::parse(token.trim()).ok()),
+        Some(_) => Err(ApiError::InvalidRequest("`refresh_token` must be a string.")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +163,15 @@ mod tests {
         assert!(matches!(parse_object(b"\"a@example.com\""), Err(ApiError::InvalidRequest(m)) if m.contains("object")));
         let duplicate = br#"{"email": "a@example.com", "email": "b@example.com"}"#;
         assert!(matches!(parse_object(duplicate), Err(ApiError::InvalidRequest(m)) if m.contains("once")));
+    }
+
+    #[test]
+    fn a_refresh_token_must_be_a_string_and_a_malformed_one_is_no_token() {
+        let token = "0a".repeat(32);
+        assert!(refresh_token(&object(json!({"refresh_token": token}))).unwrap().is_some());
+        assert!(refresh_token(&object(json!({"refresh_token": "short"}))).unwrap().is_none());
+        assert!(matches!(refresh_token(&object(json!({}))), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(refresh_token(&object(json!({"refresh_token": 7}))), Err(ApiError::InvalidRequest(_))));
     }
 
     #[test]

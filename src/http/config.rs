@@ -9,6 +9,7 @@ use crate::domain::CodeHasher;
 use crate::login::Policy;
 
 use super::cors::Cors;
+use super::gateway::Gateway;
 
 pub struct Config {
     pub app_name: String,
@@ -19,6 +20,10 @@ pub struct Config {
     pub sms_provider: SmsProvider,
     /// How long audit rows are kept.
     pub event_retention_seconds: i64,
+    /// How long a session row is kept after it was revoked or expired.
+    pub session_retention_seconds: i64,
+    /// Gateway mode: set when `ORIGIN_URL` is.
+    pub gateway: Option<Gateway>,
     /// Country calling codes accepted for phone numbers; empty accepts all.
     pub phone_calling_codes: Vec<String>,
 }
@@ -80,7 +85,8 @@ impl Config {
             ip_window_seconds: number(env, "RATE_LIMIT_WINDOW_SECONDS", 900, 1..=86_400)?,
             ip_send_limit: count(env, "RATE_LIMIT_IP_SENDS", defaults.ip_send_limit, 1_000_000)?,
             ip_verify_limit: count(env, "RATE_LIMIT_IP_VERIFIES", defaults.ip_verify_limit, 1_000_000)?,
-            token_ttl_seconds: 86_400 * number(env, "TOKEN_TTL_DAYS", 30, 1..=365)?,
+            access_ttl_seconds: number(env, "ACCESS_TOKEN_TTL_SECONDS", 900, 60..=86_400)?,
+            refresh_ttl_seconds: 86_400 * number(env, "TOKEN_TTL_DAYS", 30, 1..=365)?,
             sms_daily_cap: count(env, "SMS_DAILY_CAP", defaults.sms_daily_cap, 10_000_000)?,
         };
 
@@ -118,8 +124,18 @@ impl Config {
             )));
         }
 
+        let gateway = match setting(env, "ORIGIN_URL") {
+            Some(origin) => Some(
+                Gateway::parse(&origin, &setting(env, "GATEWAY_SIGNING_SECRET").unwrap_or_default())
+                    .map_err(ConfigError)?,
+            ),
+            None => None,
+        };
+
         Ok(Config {
             event_retention_seconds: 86_400 * number(env, "EVENT_RETENTION_DAYS", 90, 1..=3650)?,
+            session_retention_seconds: 86_400 * number(env, "SESSION_RETENTION_DAYS", 30, 1..=3650)?,
+            gateway,
             phone_calling_codes,
             app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
             policy,

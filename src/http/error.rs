@@ -40,6 +40,8 @@ pub enum ApiError {
     OtpLocked { retry_after: u64 },
     /// 500: a fault in this service; the cause is logged where it is created, never sent.
     Internal,
+    /// 502: gateway mode could not reach the origin (`ORIGIN_URL`); the cause is logged.
+    OriginUnavailable,
 }
 
 impl ApiError {
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => 415,
             ApiError::RateLimited { .. } | ApiError::ResendCooldown { .. } | ApiError::OtpLocked { .. } => 429,
             ApiError::Internal => 500,
+            ApiError::OriginUnavailable => 502,
         }
     }
 
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::ResendCooldown { .. } => "resend_cooldown",
             ApiError::OtpLocked { .. } => "otp_locked",
             ApiError::Internal => "internal_error",
+            ApiError::OriginUnavailable => "origin_unavailable",
         }
     }
 
@@ -118,6 +122,7 @@ impl ApiError {
                 format!("Too many wrong codes. Try again in {} minutes.", retry_after.div_ceil(60))
             }
             ApiError::Internal => "Something went wrong on our side. Please try again.".into(),
+            ApiError::OriginUnavailable => "The service behind this gateway did not answer. Please try again.".into(),
         }
     }
 

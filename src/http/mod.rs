@@ -4,6 +4,7 @@ mod body;
 mod config;
 mod cors;
 mod error;
+mod gateway;
 #[cfg(test)]
 mod properties;
 
@@ -17,11 +18,11 @@ use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
-use crate::login::{ClientIp, Clock, Login, PendingCode};
+use crate::login::{ClientIp, Clock, Device, Login, LoginGrant, PendingCode, SessionInfo};
 use config::Config;
 use error::ApiError;
 
-type EdgeLogin = Login<D1, D1, Kv, Kv, Delivery, WorkerClock, CryptoRandom, DeferredEvents>;
+type EdgeLogin = Login<D1, D1, Kv, Kv, D1, Delivery, WorkerClock, CryptoRandom, DeferredEvents>;
 
 /// The API's routes, matched with or without the trailing slash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +30,13 @@ enum Route {
     GenerateOtp,
     ResendOtp,
     VerifyOtp,
+    Refresh,
     Logout,
+    LogoutAll,
     Me,
+    Sessions,
+    /// `sessions/<id>/`: one of the user's sessions, to end with DELETE.
+    Session(i64),
 }
 
 impl Route {
@@ -40,25 +46,39 @@ impl Route {
             "generate-otp" => Some(Route::GenerateOtp),
             "resend-otp" => Some(Route::ResendOtp),
             "verify-otp" => Some(Route::VerifyOtp),
+            "refresh" => Some(Route::Refresh),
             "logout" => Some(Route::Logout),
+            "logout-all" => Some(Route::LogoutAll),
             "me" => Some(Route::Me),
-            _ => None,
+            "sessions" => Some(Route::Sessions),
+            other => {
+                let id = other.strip_prefix("sessions/")?;
+                let digits = !id.is_empty() && id.len() <= 15 && id.bytes().all(|b| b.is_ascii_digit());
+                digits.then(|| id.parse().ok().map(Route::Session)).flatten()
+            }
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Route::Me => Method::Get,
+            Route::Me | Route::Sessions => Method::Get,
+            Route::Session(_) => Method::Delete,
             _ => Method::Post,
         }
     }
 
     fn allow(self) -> &'static str {
         match self {
-            Route::Me => "GET, OPTIONS",
+            Route::Me | Route::Sessions => "GET, OPTIONS",
+            Route::Session(_) => "DELETE, OPTIONS",
             _ => "POST, OPTIONS",
         }
     }
+}
+
+/// Whether a path belongs to this login service (the rest goes to the origin in gateway mode).
+fn is_auth_path(path: &str) -> bool {
+    path == "/auth" || path.starts_with("/auth/")
 }
 
 #[event(start)]
@@ -73,14 +93,16 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let purged = async {
         let config = Config::load(&env).map_err(|e| e.to_string())?;
         let db = D1(Rc::new(env.d1("DB").map_err(|e| e.to_string())?));
-        db.purge(WorkerClock.now(), &config.policy, config.event_retention_seconds).await.map_err(|e| e.0)
+        let (events, sessions) = (config.event_retention_seconds, config.session_retention_seconds);
+        db.purge(WorkerClock.now(), &config.policy, events, sessions).await.map_err(|e| e.0)
     };
     match purged.await {
         Ok(p) => worker::console_log!(
-            "cleanup: removed {} counters, {} challenges, {} audit rows",
+            "cleanup: removed {} counters, {} challenges, {} audit rows, {} sessions",
             p.counters,
             p.challenges,
-            p.events
+            p.events,
+            p.sessions
         ),
         Err(e) => worker::console_error!("cleanup failed: {e}"),
     }
@@ -118,7 +140,15 @@ pub(crate) fn json_response(status: u16, body: &Value) -> Response {
 }
 
 async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) -> Result<Response, ApiError> {
-    let route = Route::from_path(&req.path()).ok_or(ApiError::NotFound)?;
+    let path = req.path();
+    if !is_auth_path(&path) {
+        let Some(gateway) = &config.gateway else { return Err(ApiError::NotFound) };
+        let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
+        let login = edge_login(req, env, config, &client)?;
+        let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
+        return gateway.forward(req, &auth.session, login.clock.now()).await;
+    }
+    let route = Route::from_path(&path).ok_or(ApiError::NotFound)?;
     let method = req.method();
     if method == Method::Options {
         let response = Response::empty().map_err(|e| ApiError::internal("response", &e))?.with_status(204);
@@ -131,6 +161,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
 
     let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
     let login = edge_login(req, env, config, &client)?;
+    let authorization = header(req, "Authorization");
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
             let body = body::json_object(req).await?;
@@ -149,34 +180,98 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
             let body = body::json_object(req).await?;
             let identifier = body::identifier(&body, &config.phone_calling_codes)?;
             let code = body::otp_code(&body)?;
-            let outcome = login.verify_code(identifier, code, &client).await;
-            let answer = outcome.map(|grant| {
-                json_response(
-                    200,
-                    &json!({
-                        "message": "Login successful",
-                        "user": user_json(&grant.user),
-                        "token": grant.token.expose(),
-                        "token_type": "Token",
-                        "expires_in": grant.expires_in,
-                    }),
-                )
-            });
+            let outcome = login.verify_code(identifier, code, &client, &device(req, &client)).await;
+            let answer = outcome.map(|grant| granted("Login successful", &grant));
+            ctx.wait_until(async move { flush_events(&login).await });
+            Ok(answer?)
+        }
+        Route::Refresh => {
+            let body = body::json_object(req).await?;
+            let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
+            let outcome = login.refresh(&presented, &device(req, &client)).await;
+            let answer = outcome.map(|grant| granted("Token refreshed", &grant));
             ctx.wait_until(async move { flush_events(&login).await });
             Ok(answer?)
         }
         Route::Logout => {
-            let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
+            let auth = login.authenticate(authorization.as_deref()).await?;
             login.logout(&auth).await?;
             ctx.wait_until(async move { flush_events(&login).await });
             Ok(json_response(200, &json!({ "message": "Logged out successfully." })))
         }
+        Route::LogoutAll => {
+            let auth = login.authenticate(authorization.as_deref()).await?;
+            let ended = login.logout_all(&auth).await?;
+            ctx.wait_until(async move { flush_events(&login).await });
+            Ok(json_response(200, &json!({ "message": "Logged out on every device.", "sessions_ended": ended })))
+        }
         Route::Me => {
-            let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
-            let user = login.current_user(&auth).await?;
-            Ok(json_response(200, &json!({ "user": user_json(&user) })))
+            let auth = login.authenticate(authorization.as_deref()).await?;
+            Ok(json_response(
+                200,
+                &json!({ "user": user_json(&auth.session.user), "session_id": auth.session.session_id }),
+            ))
+        }
+        Route::Sessions => {
+            let auth = login.authenticate(authorization.as_deref()).await?;
+            let sessions = login.list_sessions(&auth).await?;
+            let current = auth.session.session_id;
+            let listed: Vec<Value> = sessions.iter().map(|s| session_json(s, current)).collect();
+            Ok(json_response(200, &json!({ "sessions": listed })))
+        }
+        Route::Session(id) => {
+            let auth = login.authenticate(authorization.as_deref()).await?;
+            let ended = login.revoke_session(&auth, id).await?;
+            ctx.wait_until(async move { flush_events(&login).await });
+            if !ended {
+                return Err(ApiError::NotFound);
+            }
+            Ok(json_response(200, &json!({ "message": "Session ended.", "session_id": id })))
         }
     }
+}
+
+/// The device a login or refresh comes from: user agent, IP, and Cloudflare's coarse geolocation.
+fn device(req: &Request, client: &ClientIp) -> Device {
+    let cf = req.cf();
+    Device {
+        user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
+        ip: Some(client.0.clone()),
+        country: cf.and_then(|cf| cf.country()),
+        city: cf.and_then(|cf| cf.city()),
+    }
+}
+
+/// The answer to a login or a refresh. `token` is the access token (the seed's field); the rest was added for
+/// clients that refresh.
+fn granted(message: &str, grant: &LoginGrant) -> Response {
+    let tokens = &grant.tokens;
+    json_response(
+        200,
+        &json!({
+            "message": message,
+            "user": user_json(&grant.user),
+            "token": tokens.access.expose(),
+            "token_type": "Token",
+            "expires_in": tokens.access_expires_in,
+            "refresh_token": tokens.refresh.expose(),
+            "refresh_expires_in": tokens.refresh_expires_in,
+            "session_id": tokens.session_id,
+        }),
+    )
+}
+
+fn session_json(session: &SessionInfo, current: i64) -> Value {
+    json!({
+        "id": session.id,
+        "created_at": session.created_at.0,
+        "last_used_at": session.last_used_at.0,
+        "expires_at": session.expires_at.0,
+        "user_agent": session.user_agent,
+        "country": session.country,
+        "city": session.city,
+        "current": session.id == current,
+    })
 }
 
 fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> Result<EdgeLogin, ApiError> {
@@ -190,7 +285,8 @@ fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> R
         accounts: db.clone(),
         challenges: db.clone(),
         codes: kv.clone(),
-        sessions: kv,
+        access: kv,
+        sessions: db.clone(),
         notifier: Delivery { email: config.email_provider, sms: config.sms_provider, env: env.clone() },
         clock: WorkerClock,
         random: CryptoRandom,
@@ -251,5 +347,27 @@ mod tests {
         assert_eq!(Route::from_path("/auth/api/mobile/"), None);
         assert_eq!(Route::from_path("/auth/api/mobile/verify-otp//"), None);
         assert_eq!(Route::from_path("/elsewhere"), None);
+    }
+
+    #[test]
+    fn session_routes_take_a_numeric_id_only() {
+        assert_eq!(Route::from_path("/auth/api/mobile/sessions/"), Some(Route::Sessions));
+        assert_eq!(Route::from_path("/auth/api/mobile/sessions/12/"), Some(Route::Session(12)));
+        assert_eq!(Route::from_path("/auth/api/mobile/sessions/12"), Some(Route::Session(12)));
+        for bad in ["sessions/abc/", "sessions/-1/", "sessions/1.5", "sessions/", "sessions/9999999999999999"] {
+            let path = format!("/auth/api/mobile/{bad}/");
+            assert!(!matches!(Route::from_path(&path), Some(Route::Session(_))), "{bad}");
+        }
+        assert_eq!(Route::from_path("/auth/api/mobile/logout-all/"), Some(Route::LogoutAll));
+        assert_eq!(Route::from_path("/auth/api/mobile/refresh"), Some(Route::Refresh));
+    }
+
+    #[test]
+    fn only_paths_under_auth_belong_to_the_login_service() {
+        assert!(is_auth_path("/auth/api/mobile/me/"));
+        assert!(is_auth_path("/auth"));
+        assert!(!is_auth_path("/authors/"));
+        assert!(!is_auth_path("/api/leads/"));
+        assert!(!is_auth_path("/"));
     }
 }

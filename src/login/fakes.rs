@@ -55,7 +55,23 @@ struct MemoryState {
     challenges: HashMap<String, ChallengeState>,
     counters: HashMap<String, WindowCounter>,
     codes: HashMap<String, StoredCode>,
-    sessions: HashMap<String, Session>,
+    access_tokens: HashMap<String, Session>,
+    session_rows: Vec<SessionRow>,
+    /// Refresh-token digest → (session id, the digest that replaced it).
+    refresh_tokens: HashMap<String, (i64, Option<String>)>,
+}
+
+/// The fake's copy of a `sessions` row.
+#[derive(Clone)]
+struct SessionRow {
+    id: i64,
+    user_id: i64,
+    created_at: UnixTime,
+    last_used_at: UnixTime,
+    expires_at: UnixTime,
+    access: String,
+    revoked_at: Option<UnixTime>,
+    device: Device,
 }
 
 /// Users, challenges, codes and sessions in memory.
@@ -77,8 +93,16 @@ impl Memory {
     pub fn stored_codes(&self) -> Vec<StoredCode> {
         self.0.borrow().codes.values().cloned().collect()
     }
-    pub fn session_count(&self) -> usize {
-        self.0.borrow().sessions.len()
+    /// Access tokens currently stored.
+    pub fn access_token_count(&self) -> usize {
+        self.0.borrow().access_tokens.len()
+    }
+    /// Session rows not yet revoked.
+    pub fn live_session_count(&self) -> usize {
+        self.0.borrow().session_rows.iter().filter(|r| r.revoked_at.is_none()).count()
+    }
+    fn user_may_log_in(&self, id: i64) -> Option<User> {
+        self.user_by(|u| u.id == id).filter(User::may_log_in)
     }
     fn user_by(&self, matches: impl Fn(&User) -> bool) -> Option<User> {
         self.0.borrow().users.iter().find(|u| matches(u)).cloned()
@@ -107,9 +131,6 @@ fn matches_identifier(user: &User, identifier: &Identifier) -> bool {
 impl Accounts for Memory {
     async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError> {
         Ok(self.user_by(|u| matches_identifier(u, identifier)))
-    }
-    async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        Ok(self.user_by(|u| u.id == id))
     }
 }
 
@@ -195,6 +216,7 @@ impl Challenges for Memory {
         identifier: &Identifier,
         challenge: &ChallengeId,
         now: UnixTime,
+        start: &NewSession,
     ) -> Result<Redemption, StoreError> {
         {
             let mut state = self.0.borrow_mut();
@@ -208,7 +230,27 @@ impl Challenges for Memory {
             live.failed_attempts = 0;
             live.last_failed_at = None;
         }
-        Ok(Redemption::Redeemed(self.user_by(|u| matches_identifier(u, identifier))))
+        let user = self.user_by(|u| matches_identifier(u, identifier));
+        let session_id = match &user {
+            Some(user) if user.may_log_in() => {
+                let mut state = self.0.borrow_mut();
+                let id = state.session_rows.len() as i64 + 1;
+                state.session_rows.push(SessionRow {
+                    id,
+                    user_id: user.id,
+                    created_at: now,
+                    last_used_at: now,
+                    expires_at: start.refresh_expires_at,
+                    access: start.access.0.clone(),
+                    revoked_at: None,
+                    device: start.device.clone(),
+                });
+                state.refresh_tokens.insert(start.refresh.0.clone(), (id, None));
+                Some(id)
+            }
+            _ => None,
+        };
+        Ok(Redemption::Redeemed { user, session_id })
     }
 }
 
@@ -222,17 +264,93 @@ impl CodeVault for Memory {
     }
 }
 
-impl Sessions for Memory {
+impl AccessTokens for Memory {
     async fn put(&self, token: &TokenDigest, session: &Session, _ttl: u64) -> Result<(), StoreError> {
-        self.0.borrow_mut().sessions.insert(token.0.clone(), session.clone());
+        self.0.borrow_mut().access_tokens.insert(token.0.clone(), session.clone());
         Ok(())
     }
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError> {
-        Ok(self.0.borrow().sessions.get(&token.0).cloned())
+        Ok(self.0.borrow().access_tokens.get(&token.0).cloned())
     }
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError> {
-        self.0.borrow_mut().sessions.remove(&token.0);
+        self.0.borrow_mut().access_tokens.remove(&token.0);
         Ok(())
+    }
+}
+
+impl Sessions for Memory {
+    async fn rotate(&self, refresh: &TokenDigest, next: &NewSession, now: UnixTime) -> Result<Rotation, StoreError> {
+        let Some((session_id, replaced_by)) = self.0.borrow().refresh_tokens.get(&refresh.0).cloned() else {
+            return Ok(Rotation::Invalid);
+        };
+        let Some(row) = self.0.borrow().session_rows.iter().find(|r| r.id == session_id).cloned() else {
+            return Ok(Rotation::Invalid);
+        };
+        if row.revoked_at.is_some() {
+            return Ok(Rotation::Invalid);
+        }
+        if replaced_by.is_some() {
+            let mut state = self.0.borrow_mut();
+            if let Some(r) = state.session_rows.iter_mut().find(|r| r.id == session_id) {
+                r.revoked_at = Some(now);
+            }
+            return Ok(Rotation::Reused { session_id, user_id: row.user_id, access: TokenDigest(row.access) });
+        }
+        let Some(user) = self.user_may_log_in(row.user_id).filter(|_| row.expires_at > now) else {
+            return Ok(Rotation::Invalid);
+        };
+        let mut state = self.0.borrow_mut();
+        state.refresh_tokens.insert(refresh.0.clone(), (session_id, Some(next.refresh.0.clone())));
+        state.refresh_tokens.insert(next.refresh.0.clone(), (session_id, None));
+        if let Some(r) = state.session_rows.iter_mut().find(|r| r.id == session_id) {
+            r.access = next.access.0.clone();
+            r.last_used_at = now;
+            r.expires_at = next.refresh_expires_at;
+            r.device = next.device.clone();
+        }
+        Ok(Rotation::Rotated { session_id, user, previous_access: TokenDigest(row.access) })
+    }
+
+    async fn revoke(
+        &self,
+        user_id: i64,
+        scope: Scope,
+        now: UnixTime,
+        _reason: &str,
+    ) -> Result<Vec<Revoked>, StoreError> {
+        let mut state = self.0.borrow_mut();
+        let mut ended = Vec::new();
+        for row in state.session_rows.iter_mut() {
+            let in_scope = match scope {
+                Scope::One(id) => row.id == id,
+                Scope::All => true,
+            };
+            if row.user_id == user_id && in_scope && row.revoked_at.is_none() {
+                row.revoked_at = Some(now);
+                ended.push(Revoked { session_id: row.id, access: TokenDigest(row.access.clone()) });
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn list(&self, user_id: i64, now: UnixTime) -> Result<Vec<SessionInfo>, StoreError> {
+        let state = self.0.borrow();
+        let mut live: Vec<SessionInfo> = state
+            .session_rows
+            .iter()
+            .filter(|r| r.user_id == user_id && r.revoked_at.is_none() && r.expires_at > now)
+            .map(|r| SessionInfo {
+                id: r.id,
+                created_at: r.created_at,
+                last_used_at: r.last_used_at,
+                expires_at: r.expires_at,
+                user_agent: r.device.user_agent.clone(),
+                country: r.device.country.clone(),
+                city: r.device.city.clone(),
+            })
+            .collect();
+        live.sort_by_key(|s| std::cmp::Reverse(s.last_used_at));
+        Ok(live)
     }
 }
 

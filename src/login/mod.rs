@@ -14,10 +14,11 @@ mod tests;
 pub use message::Message;
 pub use policy::{Policy, Refusal};
 pub use ports::{
-    Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, EventKind, EventLog, LoginEvent, Notifier,
-    Opening, Redemption, Reservation, Session, Sessions, StoreError, StoredCode, WindowCounter,
+    AccessTokens, Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, Device, EventKind, EventLog,
+    LoginEvent, NewSession, Notifier, Opening, Redemption, Reservation, Revoked, Rotation, Scope, Session, SessionInfo,
+    Sessions, StoreError, StoredCode, WindowCounter,
 };
-pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode};
+pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode, TokenPair};
 
 /// The client's address as Cloudflare saw it (`CF-Connecting-IP`), the key for per-IP limits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -21,8 +21,12 @@ pub struct Policy {
     pub ip_send_limit: u32,
     /// Verification attempts one IP may make per window.
     pub ip_verify_limit: u32,
-    /// How long an API token lives.
-    pub token_ttl_seconds: i64,
+    /// How long an access token lives: the bound on how long a change made to a user by raw SQL (deactivation,
+    /// group removal) takes to reach every token, since access tokens carry a snapshot of the user.
+    pub access_ttl_seconds: i64,
+    /// How long a refresh token lives; each rotation starts a new period, so a device stays signed in as long as it
+    /// refreshes within this time.
+    pub refresh_ttl_seconds: i64,
     /// SMS messages the whole service may send per UTC day: a ceiling on the bill if someone pumps SMS to
     /// premium numbers through many identifiers and addresses.
     pub sms_daily_cap: u32,
@@ -42,7 +46,8 @@ impl Default for Policy {
             ip_window_seconds: 900,
             ip_send_limit: 20,
             ip_verify_limit: 60,
-            token_ttl_seconds: 30 * 24 * HOUR,
+            access_ttl_seconds: 15 * 60,
+            refresh_ttl_seconds: 30 * 24 * HOUR,
             sms_daily_cap: 500,
         }
     }

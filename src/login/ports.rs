@@ -27,7 +27,6 @@ pub trait Clock {
 /// Read access to users, profiles and groups.
 pub trait Accounts {
     async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError>;
-    async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError>;
 }
 
 /// A fixed-window request counter after the current request was counted.
@@ -76,8 +75,9 @@ pub enum Reservation {
 /// The answer to redeeming a correct guess.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redemption {
-    /// This call consumed the code; the account as it is now, if it still exists.
-    Redeemed(Option<User>),
+    /// This call consumed the code; the account as it is now, if it still exists, and the id of the session row
+    /// started in the same step (only when the account may log in).
+    Redeemed { user: Option<User>, session_id: Option<i64> },
     /// Another request consumed it first.
     AlreadyUsed,
 }
@@ -108,12 +108,15 @@ pub trait Challenges {
     /// Takes one of today's (UTC) SMS slots; `false` when `cap` were already taken.
     async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError>;
 
-    /// Marks the code consumed and clears the failure count, if nobody did first; loads the account in the same step.
+    /// Marks the code consumed and clears the failure count, if nobody did first; loads the account in the same step
+    /// and, in that same atomic step, starts the session `start` if (and only if) this call consumed the code and the
+    /// account may log in.
     async fn redeem(
         &self,
         identifier: &Identifier,
         challenge: &ChallengeId,
         now: UnixTime,
+        start: &NewSession,
     ) -> Result<Redemption, StoreError>;
 }
 
@@ -131,18 +134,93 @@ pub trait CodeVault {
     async fn get(&self, identifier: &Identifier) -> Result<Option<StoredCode>, StoreError>;
 }
 
-/// What a live API token grants, stored under the token's digest.
+/// What a live access token grants, stored in KV under the token's digest: the session it belongs to and a snapshot
+/// of the user taken when it was issued, so an authenticated call needs exactly one KV read and no D1. A change made
+/// to the user by SQL therefore shows only in the next access token (at most `access_ttl_seconds` later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    pub user_id: i64,
+    pub session_id: i64,
+    pub user: User,
     pub issued_at: i64,
     pub expires_at: i64,
 }
 
-pub trait Sessions {
+/// Access tokens in a store with expiration (KV).
+pub trait AccessTokens {
     async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError>;
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError>;
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError>;
+}
+
+/// Where a request came from, as recorded on its session row: user agent and Cloudflare's coarse geolocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Device {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub country: Option<String>,
+    pub city: Option<String>,
+}
+
+/// The digests and lifetimes of a freshly issued token pair, and the device it is issued to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub access: TokenDigest,
+    pub access_expires_at: UnixTime,
+    pub refresh: TokenDigest,
+    pub refresh_expires_at: UnixTime,
+    pub device: Device,
+}
+
+/// The answer to presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// This call rotated the token: the session now holds the new pair; `previous_access` is the access token it
+    /// replaced (to delete from KV) and `user` the account as it is now.
+    Rotated { session_id: i64, user: User, previous_access: TokenDigest },
+    /// The token had already been rotated out: the session was revoked by this call (its current access token
+    /// is `access`).
+    Reused { session_id: i64, user_id: i64, access: TokenDigest },
+    /// Unknown, expired, revoked, or the account may no longer log in.
+    Invalid,
+}
+
+/// A session that was ended, with its access token to delete from KV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub session_id: i64,
+    pub access: TokenDigest,
+}
+
+/// A live session as its owner sees it in the device list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: i64,
+    pub created_at: UnixTime,
+    pub last_used_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub user_agent: Option<String>,
+    pub country: Option<String>,
+    pub city: Option<String>,
+}
+
+/// Which sessions of a user to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    One(i64),
+    All,
+}
+
+/// The strongly consistent record of sessions (D1). Each method is one atomic step: a refresh token is rotated by
+/// at most one request, however many race, and a rotated-out token revokes its session.
+pub trait Sessions {
+    /// Rotates `refresh` to `next` if it is the session's current token, the session is live and the account may
+    /// still log in; revokes the session if `refresh` was rotated out before.
+    async fn rotate(&self, refresh: &TokenDigest, next: &NewSession, now: UnixTime) -> Result<Rotation, StoreError>;
+    /// Ends the user's live sessions in `scope`; returns those this call ended.
+    async fn revoke(&self, user_id: i64, scope: Scope, now: UnixTime, reason: &str)
+        -> Result<Vec<Revoked>, StoreError>;
+    /// The user's live sessions, most recently used first.
+    async fn list(&self, user_id: i64, now: UnixTime) -> Result<Vec<SessionInfo>, StoreError>;
 }
 
 /// Sends a composed message through the configured provider for its channel.

@@ -3,8 +3,9 @@ use futures_util::future::join;
 use super::message::Message;
 use super::policy::{Policy, Refusal};
 use super::ports::{
-    Accounts, Challenges, Clock, CodeVault, EventKind, EventLog, LoginEvent, Notifier, Opening, Redemption,
-    Reservation, Session, Sessions, StoreError, StoredCode,
+    AccessTokens, Accounts, Challenges, Clock, CodeVault, Device, EventKind, EventLog, LoginEvent, NewSession,
+    Notifier, Opening, Redemption, Reservation, Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
+    StoredCode,
 };
 use super::ClientIp;
 use crate::domain::{
@@ -12,12 +13,13 @@ use crate::domain::{
     UnixTime, User,
 };
 
-/// The login use cases over their ports: `A`ccounts, `C`hallenges, code `V`ault, `S`essions, `N`otifier,
-/// `K` clock, `R`andom and `E`vent log.
-pub struct Login<A, C, V, S, N, K, R, E> {
+/// The login use cases over their ports: `A`ccounts, `C`hallenges, code `V`ault, access `T`okens (KV),
+/// `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log.
+pub struct Login<A, C, V, T, S, N, K, R, E> {
     pub accounts: A,
     pub challenges: C,
     pub codes: V,
+    pub access: T,
     pub sessions: S,
     pub notifier: N,
     pub clock: K,
@@ -87,12 +89,23 @@ pub struct PendingCode {
     pub expires_at: UnixTime,
 }
 
-/// A successful login.
+/// A freshly issued access token and refresh token, as handed to the client once.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub session_id: i64,
+    pub access: Token,
+    /// Seconds until the access token expires.
+    pub access_expires_in: i64,
+    pub refresh: Token,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: i64,
+}
+
+/// A successful login or refresh.
 #[derive(Debug, Clone)]
 pub struct LoginGrant {
     pub user: User,
-    pub token: Token,
-    pub expires_in: i64,
+    pub tokens: TokenPair,
 }
 
 /// A request carrying a live token.
@@ -105,11 +118,12 @@ pub struct Authenticated {
 /// KV refuses expirations under a minute.
 const MIN_STORE_TTL: u64 = 60;
 
-impl<A, C, V, S, N, K, R, E> Login<A, C, V, S, N, K, R, E>
+impl<A, C, V, T, S, N, K, R, E> Login<A, C, V, T, S, N, K, R, E>
 where
     A: Accounts,
     C: Challenges,
     V: CodeVault,
+    T: AccessTokens,
     S: Sessions,
     N: Notifier,
     K: Clock,
@@ -185,6 +199,7 @@ where
         identifier: Identifier,
         code: OtpCode,
         client: &ClientIp,
+        device: &Device,
     ) -> Result<LoginGrant, LoginError> {
         let now = self.clock.now();
         let (reservation, stored) =
@@ -215,27 +230,91 @@ where
         }
 
         let fresh = LoginError::InvalidCode { attempts_remaining: self.policy.max_failed_attempts };
-        let user = match self.challenges.redeem(&identifier, &challenge, now).await? {
+        let (access, refresh, start) = self.new_tokens(now, device)?;
+        let (user, session_id) = match self.challenges.redeem(&identifier, &challenge, now, &start).await? {
             Redemption::AlreadyUsed => return Err(fresh),
-            Redemption::Redeemed(Some(user)) if user.may_log_in() => user,
-            Redemption::Redeemed(other) => {
-                let reason = other.as_ref().and_then(User::refusal_reason).unwrap_or("no such account");
-                let user_id = other.map(|u| u.id);
+            Redemption::Redeemed { user: Some(user), session_id: Some(id) } if user.may_log_in() => (user, id),
+            Redemption::Redeemed { user, .. } => {
+                let reason = match &user {
+                    None => "no such account",
+                    Some(user) => user.refusal_reason().unwrap_or("no session was started"),
+                };
+                let user_id = user.map(|u| u.id);
                 self.record(EventKind::CodeFailed, user_id, Some(&identifier), Some(reason.to_owned()));
                 return Err(fresh);
             }
         };
 
-        let token = Token::generate(&self.random)?;
-        let session =
-            Session { user_id: user.id, issued_at: now.0, expires_at: now.plus(self.policy.token_ttl_seconds).0 };
-        let ttl = u64::try_from(self.policy.token_ttl_seconds).unwrap_or(0).max(MIN_STORE_TTL);
-        self.sessions.put(&token.digest(), &session, ttl).await?;
+        let tokens = self.grant(session_id, &user, access, refresh, &start, now).await?;
         self.record(EventKind::Login, Some(user.id), Some(&identifier), None);
-        Ok(LoginGrant { user, token, expires_in: self.policy.token_ttl_seconds })
+        Ok(LoginGrant { user, tokens })
     }
 
-    /// Resolves the `Authorization` header to a live session.
+    /// Generates an access and a refresh token (256 bits each) and the record of them that storage keeps.
+    fn new_tokens(&self, now: UnixTime, device: &Device) -> Result<(Token, Token, NewSession), RandomError> {
+        let access = Token::generate(&self.random)?;
+        let refresh = Token::generate(&self.random)?;
+        let start = NewSession {
+            access: access.digest(),
+            access_expires_at: now.plus(self.policy.access_ttl_seconds),
+            refresh: refresh.digest(),
+            refresh_expires_at: now.plus(self.policy.refresh_ttl_seconds),
+            device: device.clone(),
+        };
+        Ok((access, refresh, start))
+    }
+
+    /// Stores the access token with its user snapshot (one KV write) and hands the pair out.
+    async fn grant(
+        &self,
+        session_id: i64,
+        user: &User,
+        access: Token,
+        refresh: Token,
+        start: &NewSession,
+        now: UnixTime,
+    ) -> Result<TokenPair, StoreError> {
+        let session =
+            Session { session_id, user: user.clone(), issued_at: now.0, expires_at: start.access_expires_at.0 };
+        let ttl = u64::try_from(self.policy.access_ttl_seconds).unwrap_or(0).max(MIN_STORE_TTL);
+        self.access.put(&start.access, &session, ttl).await?;
+        Ok(TokenPair {
+            session_id,
+            access,
+            access_expires_in: self.policy.access_ttl_seconds,
+            refresh,
+            refresh_expires_in: self.policy.refresh_ttl_seconds,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. The presented token dies (rotation); presenting a token that was
+    /// already rotated out revokes its whole session, since either its owner or a thief holds a copy.
+    pub async fn refresh(&self, presented: &Token, device: &Device) -> Result<LoginGrant, AuthError> {
+        let now = self.clock.now();
+        let (access, refresh, next) = self.new_tokens(now, device)?;
+        match self.sessions.rotate(&presented.digest(), &next, now).await? {
+            Rotation::Rotated { session_id, user, previous_access } => {
+                let (granted, deleted) = join(
+                    self.grant(session_id, &user, access, refresh, &next, now),
+                    self.access.delete(&previous_access),
+                )
+                .await;
+                let tokens = granted?;
+                deleted?;
+                self.record(EventKind::Refresh, Some(user.id), None, Some(format!("session {session_id}")));
+                Ok(LoginGrant { user, tokens })
+            }
+            Rotation::Reused { session_id, user_id, access } => {
+                self.access.delete(&access).await?;
+                let detail = format!("session {session_id} revoked");
+                self.record(EventKind::RefreshReused, Some(user_id), None, Some(detail));
+                Err(AuthError::Invalid)
+            }
+            Rotation::Invalid => Err(AuthError::Invalid),
+        }
+    }
+
+    /// Resolves the `Authorization` header to a live session: exactly one KV read, no D1.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Authenticated, AuthError> {
         let token = Token::from_authorization(authorization).map_err(|e| match e {
             TokenError::Missing => AuthError::Missing,
@@ -243,25 +322,52 @@ where
         })?;
         let digest = token.digest();
         let now = self.clock.now();
-        let session = self.sessions.get(&digest).await?.filter(|s| now < UnixTime(s.expires_at));
+        let session = self.access.get(&digest).await?.filter(|s| now < UnixTime(s.expires_at) && s.user.may_log_in());
         match session {
             Some(session) => Ok(Authenticated { token: digest, session }),
             None => Err(AuthError::Invalid),
         }
     }
 
-    /// The account behind a session, as long as it may still log in.
-    pub async fn current_user(&self, auth: &Authenticated) -> Result<User, AuthError> {
-        match self.accounts.find_by_id(auth.session.user_id).await? {
-            Some(user) if user.may_log_in() => Ok(user),
-            _ => Err(AuthError::Invalid),
+    /// Ends sessions of the authenticated user: their access tokens leave KV and their rows are revoked in D1, so
+    /// their refresh tokens die too. Returns how many were ended.
+    async fn end_sessions(
+        &self,
+        auth: &Authenticated,
+        scope: Scope,
+        detail: Option<String>,
+    ) -> Result<usize, AuthError> {
+        let user_id = auth.session.user.id;
+        let ended = self.sessions.revoke(user_id, scope, self.clock.now(), "logout").await?;
+        for session in &ended {
+            self.access.delete(&session.access).await?;
         }
+        if !ended.is_empty() {
+            self.record(EventKind::Logout, Some(user_id), None, detail);
+        }
+        Ok(ended.len())
     }
 
-    /// Kills the session's token at once.
+    /// Kills the session's access token at once and its refresh token with it.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), AuthError> {
-        self.sessions.delete(&auth.token).await?;
-        self.record(EventKind::Logout, Some(auth.session.user_id), None, None);
-        Ok(())
+        // The presented token goes even if its row was already revoked (e.g. a race with logout-all).
+        self.access.delete(&auth.token).await?;
+        self.end_sessions(auth, Scope::One(auth.session.session_id), None).await.map(drop)
+    }
+
+    /// Ends every session of the user, on every device.
+    pub async fn logout_all(&self, auth: &Authenticated) -> Result<usize, AuthError> {
+        self.end_sessions(auth, Scope::All, Some("all".into())).await
+    }
+
+    /// Ends one of the user's own sessions (e.g. a lost phone); `false` when the user has no such live session.
+    pub async fn revoke_session(&self, auth: &Authenticated, session_id: i64) -> Result<bool, AuthError> {
+        let detail = Some(format!("session {session_id}"));
+        Ok(self.end_sessions(auth, Scope::One(session_id), detail).await? > 0)
+    }
+
+    /// The user's live sessions (devices).
+    pub async fn list_sessions(&self, auth: &Authenticated) -> Result<Vec<SessionInfo>, AuthError> {
+        Ok(self.sessions.list(auth.session.user.id, self.clock.now()).await?)
     }
 }

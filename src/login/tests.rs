@@ -17,7 +17,7 @@ fn run<F: Future>(future: F) -> F::Output {
     }
 }
 
-type TestLogin = Login<Memory, Memory, Memory, Memory, Outbox, FakeClock, SeededRandom, Recorder>;
+type TestLogin = Login<Memory, Memory, Memory, Memory, Memory, Outbox, FakeClock, SeededRandom, Recorder>;
 
 struct World {
     login: TestLogin,
@@ -55,6 +55,7 @@ fn world() -> World {
         accounts: memory.clone(),
         challenges: memory.clone(),
         codes: memory.clone(),
+        access: memory.clone(),
         sessions: memory.clone(),
         notifier: outbox.clone(),
         clock: clock.clone(),
@@ -86,7 +87,32 @@ impl World {
     }
 
     fn verify(&self, identifier: &Identifier, code: &str) -> Result<LoginGrant, LoginError> {
-        run(self.login.verify_code(identifier.clone(), OtpCode::parse(code).unwrap(), &client()))
+        run(self.login.verify_code(identifier.clone(), OtpCode::parse(code).unwrap(), &client(), &device()))
+    }
+
+    /// Logs the test user in; returns the grant.
+    fn log_in(&self) -> LoginGrant {
+        let id = email("mobile.test@example.com");
+        let code = self.send_code(&id).unwrap().unwrap();
+        self.clock.advance(60);
+        self.verify(&id, &code).unwrap()
+    }
+
+    fn refresh(&self, grant: &LoginGrant) -> Result<LoginGrant, AuthError> {
+        run(self.login.refresh(&grant.tokens.refresh, &device()))
+    }
+
+    fn auth(&self, grant: &LoginGrant) -> Result<Authenticated, AuthError> {
+        run(self.login.authenticate(Some(&format!("Token {}", grant.tokens.access.expose()))))
+    }
+}
+
+fn device() -> Device {
+    Device {
+        user_agent: Some("CRM-Mobile/2.0".into()),
+        ip: Some("203.0.113.7".into()),
+        country: Some("GB".into()),
+        city: None,
     }
 }
 
@@ -107,9 +133,12 @@ fn an_employee_receives_a_code_that_logs_them_in_once() {
     let code = w.send_code(&id).unwrap().expect("a code is sent");
     let grant = w.verify(&id, &code).unwrap();
     assert_eq!(grant.user.id, 1);
-    assert_eq!(grant.token.expose().len(), 64);
+    assert_eq!(grant.tokens.access.expose().len(), 64);
+    assert_eq!(grant.tokens.refresh.expose().len(), 64);
+    assert_ne!(grant.tokens.access, grant.tokens.refresh);
     assert_eq!(w.verify(&id, &code).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 3 });
-    assert_eq!(w.memory.session_count(), 1);
+    assert_eq!(w.memory.access_token_count(), 1);
+    assert_eq!(w.memory.live_session_count(), 1);
 }
 
 #[test]
@@ -285,34 +314,111 @@ fn a_user_deactivated_after_the_code_was_sent_cannot_redeem_it() {
     let code = w.send_code(&id).unwrap().unwrap();
     w.memory.update_user(1, |u| u.is_active = false);
     assert!(matches!(w.verify(&id, &code), Err(LoginError::InvalidCode { .. })));
-    assert_eq!(w.memory.session_count(), 0);
+    assert_eq!(w.memory.access_token_count(), 0);
+    assert_eq!(w.memory.live_session_count(), 0);
 }
 
 #[test]
 fn a_token_authenticates_until_logout_and_not_after() {
     let w = world();
-    let id = email("mobile.test@example.com");
-    let code = w.send_code(&id).unwrap().unwrap();
-    let token = w.verify(&id, &code).unwrap().token;
-    let header = format!("Token {}", token.expose());
-    let auth = run(w.login.authenticate(Some(&header))).unwrap();
-    assert_eq!(run(w.login.current_user(&auth)).unwrap().id, 1);
+    let grant = w.log_in();
+    let auth = w.auth(&grant).unwrap();
+    assert_eq!(auth.session.user.id, 1);
     run(w.login.logout(&auth)).unwrap();
-    assert_eq!(run(w.login.authenticate(Some(&header))).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid, "the refresh token dies with the session");
     assert_eq!(w.events.kinds().last(), Some(&EventKind::Logout));
 }
 
 #[test]
-fn a_token_dies_at_its_expiry_and_with_its_users_access() {
+fn an_access_token_dies_at_its_expiry_and_carries_the_user_as_it_was_issued() {
     let w = world();
-    let id = email("mobile.test@example.com");
-    let code = w.send_code(&id).unwrap().unwrap();
-    let header = format!("Bearer {}", w.verify(&id, &code).unwrap().token.expose());
-    let auth = run(w.login.authenticate(Some(&header))).unwrap();
+    let grant = w.log_in();
+    assert_eq!(grant.tokens.access_expires_in, 900);
+    w.memory.update_user(1, |u| u.first_name = "Renamed".into());
+    assert_eq!(w.auth(&grant).unwrap().session.user.first_name, "Mobile", "a snapshot: no account read");
+    w.clock.advance(899);
+    assert!(w.auth(&grant).is_ok());
+    w.clock.advance(1);
+    assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid);
+}
+
+#[test]
+fn a_refresh_rotates_both_tokens_and_picks_up_changes_to_the_user() {
+    let w = world();
+    let grant = w.log_in();
+    w.memory.update_user(1, |u| u.first_name = "Renamed".into());
+    w.clock.advance(300);
+    let next = w.refresh(&grant).unwrap();
+    assert_eq!(next.tokens.session_id, grant.tokens.session_id);
+    assert_ne!(next.tokens.refresh, grant.tokens.refresh);
+    assert_eq!(next.user.first_name, "Renamed");
+    assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid, "the replaced access token is deleted");
+    assert_eq!(w.auth(&next).unwrap().session.user.first_name, "Renamed");
+    assert_eq!(w.events.kinds().last(), Some(&EventKind::Refresh));
+}
+
+#[test]
+fn a_rotated_out_refresh_token_presented_again_revokes_the_whole_session() {
+    let w = world();
+    let grant = w.log_in();
+    let next = w.refresh(&grant).unwrap();
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.events.kinds().last(), Some(&EventKind::RefreshReused));
+    assert_eq!(w.auth(&next).unwrap_err(), AuthError::Invalid, "the thief's or the owner's copy: both die");
+    assert_eq!(w.refresh(&next).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.memory.live_session_count(), 0);
+}
+
+#[test]
+fn a_refresh_token_dies_at_its_expiry_and_with_its_users_access() {
+    let w = world();
+    let grant = w.log_in();
+    w.clock.advance(Policy::default().refresh_ttl_seconds);
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
+
+    let w = world();
+    let grant = w.log_in();
     w.memory.update_user(1, |u| u.in_employee_group = false);
-    assert_eq!(run(w.login.current_user(&auth)).unwrap_err(), AuthError::Invalid);
-    w.clock.advance(Policy::default().token_ttl_seconds);
-    assert_eq!(run(w.login.authenticate(Some(&header))).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
+}
+
+#[test]
+fn logout_all_ends_every_device_and_revoking_one_ends_only_that_one() {
+    let w = world();
+    let phone = w.log_in();
+    let tablet = w.log_in();
+    let laptop = w.log_in();
+    let auth = w.auth(&phone).unwrap();
+    let listed = run(w.login.list_sessions(&auth)).unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].user_agent.as_deref(), Some("CRM-Mobile/2.0"));
+
+    assert!(run(w.login.revoke_session(&auth, tablet.tokens.session_id)).unwrap());
+    assert!(!run(w.login.revoke_session(&auth, tablet.tokens.session_id)).unwrap(), "already ended");
+    assert_eq!(w.auth(&tablet).unwrap_err(), AuthError::Invalid);
+    assert!(w.auth(&laptop).is_ok());
+
+    assert_eq!(run(w.login.logout_all(&auth)).unwrap(), 2);
+    for grant in [&phone, &laptop] {
+        assert_eq!(w.auth(grant).unwrap_err(), AuthError::Invalid);
+        assert_eq!(w.refresh(grant).unwrap_err(), AuthError::Invalid);
+    }
+    let last = w.events.0.borrow().last().cloned().unwrap();
+    assert_eq!((last.kind, last.detail.as_deref()), (EventKind::Logout, Some("all")));
+}
+
+#[test]
+fn a_user_cannot_revoke_someone_elses_session() {
+    let w = world();
+    let mine = w.log_in();
+    w.memory.update_user(2, |u| u.in_employee_group = true);
+    let other = email("outsider@example.com");
+    let code = w.send_code(&other).unwrap().unwrap();
+    let theirs = w.verify(&other, &code).unwrap();
+    let auth = w.auth(&mine).unwrap();
+    assert!(!run(w.login.revoke_session(&auth, theirs.tokens.session_id)).unwrap());
+    assert!(w.auth(&theirs).is_ok());
 }
 
 #[test]
