@@ -120,6 +120,10 @@ describe("abuse resistance, validation and CORS", { timeout: 600_000 }, () => {
     }
     const me = await api.get(PATHS.me, { token, ip });
     assert.equal(me.status, 200, describeResponse(me));
+    const sessions = await worker.d1(
+      `SELECT count(*) AS n FROM sessions WHERE user_id = (SELECT id FROM users WHERE email = '${e.email}')`,
+    );
+    assert.equal(sessions[0].n, 1, "exactly one session row");
     assertMockClean(mock, testStartedAt);
   });
 

@@ -1,0 +1,130 @@
+// Ends every live session of a user at once: the administrator's side of revocation.
+//
+//   import { revokeUserAccess } from "./lib/revoke.mjs";
+//   const { sessions, keysDeleted } = revokeUserAccess({ email: "jane.doe@example.com", reason: "deactivated" });
+//   // options: userId | email (one of them), reason, remote (deployed D1 and KV), persistTo (local state dir)
+//
+// Also runnable by hand:  node scripts/lib/revoke.mjs --email jane.doe@example.com [--reason R] [--remote]
+//                                                     [--persist-to DIR]
+//
+// Two wrangler calls:
+//   1. `wrangler d1 execute DB`: records one 'revoked' event per live session, then one UPDATE ... RETURNING marks
+//      those sessions revoked (so their refresh tokens are dead) and returns their access tokens' KV keys;
+//   2. `wrangler kv bulk delete --binding AUTH_KV`: deletes those keys, so the access tokens stop working at once
+//      where KV is read next (other Cloudflare locations may serve a cached copy for up to 60 s).
+// The KV key format ('session:' + SHA-256 of the token, hex) mirrors src/adapters/kv.rs. Running it twice is
+// harmless: the second run finds no live session.
+
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const WRANGLER_BIN = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+const BUNDLED_NODE = path.join(ROOT, "node_modules", ".bin", "node");
+
+// wrangler 4.164 needs Node >= 22.12; `npm run` puts the project's Node 22 first, a direct `node` call may not.
+function nodeForWrangler() {
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  if (major > 22 || (major === 22 && minor >= 12)) return process.execPath;
+  return existsSync(BUNDLED_NODE) ? BUNDLED_NODE : process.execPath;
+}
+
+function sqlString(value) {
+  return `'${String(value).replaceAll("'", "''")}'`;
+}
+
+function wrangler(args) {
+  if (!existsSync(WRANGLER_BIN)) throw new Error("wrangler is not installed; run `sh scripts/bootstrap.sh` first");
+  const result = spawnSync(nodeForWrangler(), [WRANGLER_BIN, ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024,
+    env: {
+      ...process.env,
+      WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? "false",
+      CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+    },
+  });
+  if (result.error) throw new Error(`could not run wrangler: ${result.error.message}`);
+  if (result.status !== 0) {
+    throw new Error(`\`wrangler ${args.slice(0, 3).join(" ")}\` failed (exit ${result.status}):\n${result.stdout}${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+/** The SQL that records the events and revokes the sessions; the last statement returns the KV keys. */
+export function revocationSql({ userId = null, email = null, reason }) {
+  if ((userId === null) === (email === null)) throw new Error("revokeUserAccess needs exactly one of userId and email");
+  if (userId !== null && !Number.isSafeInteger(userId)) throw new Error(`userId must be an integer, not ${userId}`);
+  const user = userId !== null ? String(userId) : `(SELECT id FROM users WHERE email = lower(trim(${sqlString(email)})))`;
+  const why = sqlString(reason);
+  return [
+    `INSERT INTO login_events (occurred_at, event, user_id, detail) ` +
+      `SELECT unixepoch(), 'revoked', user_id, 'session ' || id || ': ' || ${why} FROM sessions ` +
+      `WHERE user_id = ${user} AND revoked_at IS NULL`,
+    `UPDATE sessions SET revoked_at = unixepoch(), revoked_reason = ${why} ` +
+      `WHERE user_id = ${user} AND revoked_at IS NULL RETURNING id, 'session:' || access_digest AS kv_key`,
+  ].join(";\n");
+}
+
+/**
+ * Revokes every live session of the user (by `userId` or `email`): marks them revoked in D1 and deletes their
+ * access tokens from KV. Local by default (`persistTo` as for `wrangler dev --persist-to`), `remote: true` for the
+ * deployed database and namespace. Returns { sessions: [ids], keysDeleted }.
+ */
+export function revokeUserAccess({ userId = null, email = null, reason = "revoked by an administrator", remote = false, persistTo = null } = {}) {
+  if (remote && persistTo) throw new Error("persistTo only applies to local state, not remote");
+  const target = remote ? ["--remote"] : ["--local", ...(persistTo ? ["--persist-to", persistTo] : [])];
+  const out = wrangler(["d1", "execute", "DB", ...target, "--yes", "--json", "--command", revocationSql({ userId, email, reason })]);
+  let results;
+  try {
+    results = JSON.parse(out.slice(out.search(/^[[{]/m)));
+  } catch {
+    throw new Error(`wrangler d1 execute printed no JSON:\n${out}`);
+  }
+  const rows = results[results.length - 1]?.results ?? [];
+  const keys = rows.map((r) => r.kv_key).filter((k) => typeof k === "string");
+  if (keys.length > 0) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "revoke-"));
+    try {
+      const file = path.join(dir, "keys.json");
+      writeFileSync(file, JSON.stringify(keys));
+      wrangler(["kv", "bulk", "delete", file, "--binding", "AUTH_KV", ...target, "--force"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return { sessions: rows.map((r) => r.id), keysDeleted: keys.length };
+}
+
+function main(argv) {
+  const options = { reason: "revoked by an administrator" };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith("--")) throw new Error(`${arg} needs a value`);
+      return v;
+    };
+    if (arg === "--email") options.email = value();
+    else if (arg === "--user-id") options.userId = Number(value());
+    else if (arg === "--reason") options.reason = value();
+    else if (arg === "--remote") options.remote = true;
+    else if (arg === "--persist-to") options.persistTo = value();
+    else throw new Error(`unknown argument: ${arg}`);
+  }
+  const { sessions, keysDeleted } = revokeUserAccess(options);
+  console.log(`revoke: ended ${sessions.length} session(s) [${sessions.join(", ")}], deleted ${keysDeleted} access token(s)`);
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    main(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`revoke: ${e.message}\n`);
+    process.exit(1);
+  }
+}
