@@ -417,9 +417,10 @@ const START_SESSION_BY_PHONE: &str = start_session!("u.id = (SELECT user_id FROM
 const FIRST_REFRESH_TOKEN: &str = "\
 INSERT INTO refresh_tokens (digest, session_id, issued_at) SELECT ?1, id, ?3 FROM sessions WHERE access_digest = ?2";
 
-/// The session a refresh token ?1 belongs to, read before the batch changes it.
+/// The session a refresh token ?1 belongs to, read before the batch changes it (for its access digest).
 const SESSION_OF_REFRESH: &str = "\
-SELECT s.access_digest FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.digest = ?1";
+SELECT s.id, s.user_id, s.access_digest FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id
+WHERE r.digest = ?1";
 
 /// The race-deciding step of a refresh: marks ?1 replaced by ?2 if it is its session's current token, the session
 /// is live at ?3 and the account may still log in. Only one request can find `replaced_by IS NULL`.
@@ -430,7 +431,7 @@ WHERE digest = ?1 AND replaced_by IS NULL AND session_id IN (
   WHERE s.revoked_at IS NULL AND s.expires_at > ?3 AND u.is_active = 1
     AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id
                 WHERE ug.user_id = u.id AND g.is_employee_group = 1))
-RETURNING session_id";
+RETURNING session_id AS id";
 
 /// The successor token, only if this batch's claim succeeded (?2 is unique to it): ?1 old, ?2 new, ?3 now.
 const NEXT_REFRESH_TOKEN: &str = "\
@@ -473,13 +474,9 @@ struct SessionIdRow {
     id: i64,
 }
 
+/// A session's id, owner and access digest (one row type for several statements keeps the Worker small).
 #[derive(Deserialize)]
-struct AccessRow {
-    access_digest: String,
-}
-
-#[derive(Deserialize)]
-struct RevokedRow {
+struct SessionKeyRow {
     id: i64,
     user_id: i64,
     access_digest: String,
@@ -524,18 +521,19 @@ impl Sessions for D1 {
                 self.statement(USER_OF_ROTATION, &[old, new])?,
             ])
             .await?;
-        if let Some(claimed) = first::<RefreshClaimRow>(&results, 1)? {
-            let previous = first::<AccessRow>(&results, 0)?.ok_or_else(|| store_error("rotated session vanished"))?;
+        if let Some(claimed) = first::<SessionIdRow>(&results, 1)? {
+            let previous =
+                first::<SessionKeyRow>(&results, 0)?.ok_or_else(|| store_error("rotated session vanished"))?;
             return match user_from(first::<UserRow>(&results, 5)?)? {
                 Some(user) => Ok(Rotation::Rotated {
-                    session_id: claimed.session_id,
+                    session_id: claimed.id,
                     user,
                     previous_access: TokenDigest(previous.access_digest),
                 }),
                 None => Err(store_error("rotated session has no user")),
             };
         }
-        Ok(match first::<RevokedRow>(&results, 4)? {
+        Ok(match first::<SessionKeyRow>(&results, 4)? {
             Some(row) => {
                 Rotation::Reused { session_id: row.id, user_id: row.user_id, access: TokenDigest(row.access_digest) }
             }
@@ -555,7 +553,7 @@ impl Sessions for D1 {
             Scope::All => self.statement(REVOKE_ALL, &[int(user_id), int(now.0), text(reason)])?,
         };
         let result = statement.all().await.map_err(store_error)?;
-        Ok(rows::<RevokedRow>(&result)?
+        Ok(rows::<SessionKeyRow>(&result)?
             .into_iter()
             .map(|row| Revoked { session_id: row.id, access: TokenDigest(row.access_digest) })
             .collect())
@@ -576,11 +574,6 @@ impl Sessions for D1 {
             })
             .collect())
     }
-}
-
-#[derive(Deserialize)]
-struct RefreshClaimRow {
-    session_id: i64,
 }
 
 // ---- Retention ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use worker::wasm_bindgen::JsValue;
-use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
+use worker::{web_sys, Fetch, Headers, Method, Request, Response};
 
 use super::error::ApiError;
 use crate::domain::UnixTime;
@@ -44,16 +44,12 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 impl Gateway {
     /// Reads `ORIGIN_URL` (an `http(s)://host[:port]` origin, no path, query or fragment) and the signing secret.
+    // Parsed by hand: the `url` crate's full parser (with IDNA tables) would add ~100 KB gzip to the Worker.
     pub fn parse(origin_url: &str, secret: &str) -> Result<Gateway, String> {
-        let url = url::Url::parse(origin_url.trim()).map_err(|e| format!("ORIGIN_URL {origin_url:?}: {e}"))?;
-        let bare = matches!(url.scheme(), "http" | "https")
-            && url.host_str().is_some()
-            && url.path() == "/"
-            && url.query().is_none()
-            && url.fragment().is_none()
-            && url.username().is_empty()
-            && url.password().is_none();
-        if !bare {
+        let trimmed = origin_url.trim();
+        let origin = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+        if !authority.is_some_and(valid_authority) {
             return Err(format!("ORIGIN_URL {origin_url:?} must be an origin like https://crm.internal.example.com"));
         }
         if secret.len() < MIN_SECRET_LEN {
@@ -62,7 +58,7 @@ impl Gateway {
                  ORIGIN_URL is set"
             ));
         }
-        Ok(Gateway { origin: url.origin().ascii_serialization(), key: secret.as_bytes().to_vec() })
+        Ok(Gateway { origin: origin.to_ascii_lowercase(), key: secret.as_bytes().to_vec() })
     }
 
     /// The identity header values for `session`, signed for `method` and `path_and_query` at `now`, in the order
@@ -89,11 +85,7 @@ impl Gateway {
     /// Forwards the request (method, path, query, headers less the dropped ones, body as a stream) to the origin
     /// with the signed identity, and passes its answer back untouched, redirects included.
     pub async fn forward(&self, req: &Request, session: &Session, now: UnixTime) -> Result<Response, ApiError> {
-        let url = req.url().map_err(|e| ApiError::internal("gateway url", &e))?;
-        let path_and_query = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        };
+        let path_and_query = path_and_query(&req.inner().url());
         let method = req.method();
         let headers = Headers::new();
         for (name, value) in req.headers().entries() {
@@ -105,18 +97,54 @@ impl Gateway {
         for (name, value) in IDENTITY_HEADERS.iter().zip(identity.iter()) {
             headers.set(name, value).map_err(|e| ApiError::internal("gateway identity header", &e))?;
         }
-        let body = match method {
-            Method::Get | Method::Head => None,
-            _ => req.inner().body().map(JsValue::from),
-        };
-        let mut init = RequestInit::new();
-        init.with_method(method).with_headers(headers).with_redirect(RequestRedirect::Manual).with_body(body);
-        let forwarded = Request::new_with_init(&format!("{}{path_and_query}", self.origin), &init)
-            .map_err(|e| ApiError::internal("gateway request", &e))?;
-        Fetch::Request(forwarded).send().await.map_err(|e| {
+        let init = web_sys::RequestInit::new();
+        init.set_method(method.as_ref());
+        init.set_headers(&headers.0);
+        init.set_redirect(web_sys::RequestRedirect::Manual);
+        if !matches!(method, Method::Get | Method::Head) {
+            if let Some(body) = req.inner().body() {
+                init.set_body(&JsValue::from(body));
+            }
+        }
+        let forwarded = web_sys::Request::new_with_str_and_init(&format!("{}{path_and_query}", self.origin), &init)
+            .map_err(|e| ApiError::internal("gateway request", &format!("{e:?}")))?;
+        Fetch::Request(forwarded.into()).send().await.map_err(|e| {
             worker::console_error!("gateway: origin did not answer: {e}");
             ApiError::OriginUnavailable
         })
+    }
+}
+
+/// `host[:port]` with a DNS name or IPv4 address, or `[IPv6][:port]`; no user info, path, query or fragment.
+fn valid_authority(authority: &str) -> bool {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, "")) => (ip, None),
+            Some((ip, rest)) => match rest.strip_prefix(':') {
+                Some(port) => (ip, Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let host_ok =
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok && (authority.starts_with('[') || !host.contains(':'))
+}
+
+/// The path and query of an absolute URL, as on the request line (a fragment never reaches a server).
+fn path_and_query(url: &str) -> String {
+    let without_fragment = url.split('#').next().unwrap_or_default();
+    let after_scheme = without_fragment.split_once("://").map_or(without_fragment, |(_, rest)| rest);
+    match after_scheme.find(['/', '?']) {
+        Some(i) if after_scheme[i..].starts_with('/') => after_scheme[i..].to_owned(),
+        Some(i) => format!("/{}", &after_scheme[i..]),
+        None => "/".to_owned(),
     }
 }
 
@@ -162,7 +190,22 @@ mod tests {
         let secret = "s".repeat(32);
         assert_eq!(Gateway::parse("https://crm.example.com/", &secret).unwrap().origin, "https://crm.example.com");
         assert_eq!(Gateway::parse("http://127.0.0.1:9000", &secret).unwrap().origin, "http://127.0.0.1:9000");
-        for bad in ["crm.example.com", "ftp://crm.example.com", "https://crm.example.com/api", "https://a.b/?x=1"] {
+        assert_eq!(
+            Gateway::parse("https://CRM.example.com:8443", &secret).unwrap().origin,
+            "https://crm.example.com:8443"
+        );
+        assert_eq!(Gateway::parse("http://[::1]:8080/", &secret).unwrap().origin, "http://[::1]:8080");
+        for bad in [
+            "crm.example.com",
+            "ftp://crm.example.com",
+            "https://crm.example.com/api",
+            "https://a.b/?x=1",
+            "https://user:pw@a.b",
+            "https://a.b:port",
+            "https://",
+            "http://[::1",
+            "http://a.b:1:2",
+        ] {
             assert!(Gateway::parse(bad, &secret).is_err(), "{bad}");
         }
         assert!(Gateway::parse("https://crm.example.com", "short").is_err());
@@ -190,6 +233,14 @@ mod tests {
         let mut other = session();
         other.user.id = 43;
         assert_ne!(base, gateway.identity("GET", "/api/a", &other, UnixTime(1))[5]);
+    }
+
+    #[test]
+    fn the_signed_path_is_the_request_lines_path_and_query() {
+        assert_eq!(path_and_query("https://edge.example.com/api/leads/?page=2"), "/api/leads/?page=2");
+        assert_eq!(path_and_query("https://edge.example.com:8443/a%2Fb?x=1#frag"), "/a%2Fb?x=1");
+        assert_eq!(path_and_query("https://edge.example.com?x=1"), "/?x=1");
+        assert_eq!(path_and_query("https://edge.example.com"), "/");
     }
 
     #[test]
