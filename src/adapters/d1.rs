@@ -454,6 +454,17 @@ WHERE revoked_at IS NULL AND id = (
   SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL AND replaced_by <> ?2)
 RETURNING id, user_id, access_digest";
 
+/// The account lost access: ?1 is its session's current token (not rotated), the session is live at ?2, but the
+/// user is inactive or in no employee group; the session ends, so the access token's stale snapshot can go too.
+const REVOKE_ON_LOST_ACCESS: &str = "\
+UPDATE sessions SET revoked_at = ?2, revoked_reason = 'account may no longer log in'
+WHERE revoked_at IS NULL AND expires_at > ?2
+  AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NULL)
+  AND user_id NOT IN (SELECT u.id FROM users u WHERE u.is_active = 1 AND EXISTS (
+    SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id
+    WHERE ug.user_id = u.id AND g.is_employee_group = 1))
+RETURNING id, user_id, access_digest";
+
 /// Ends one live session of a user: ?1 user, ?2 session, ?3 now, ?4 reason.
 const REVOKE_ONE: &str = "\
 UPDATE sessions SET revoked_at = ?3, revoked_reason = ?4 WHERE user_id = ?1 AND id = ?2 AND revoked_at IS NULL
@@ -518,7 +529,8 @@ impl Sessions for D1 {
                     ],
                 )?,
                 self.statement(REVOKE_ON_REUSE, &[old.clone(), new.clone(), int(now.0)])?,
-                self.statement(USER_OF_ROTATION, &[old, new])?,
+                self.statement(USER_OF_ROTATION, &[old.clone(), new])?,
+                self.statement(REVOKE_ON_LOST_ACCESS, &[old, int(now.0)])?,
             ])
             .await?;
         if let Some(claimed) = first::<SessionIdRow>(&results, 1)? {
@@ -533,10 +545,16 @@ impl Sessions for D1 {
                 None => Err(store_error("rotated session has no user")),
             };
         }
-        Ok(match first::<SessionKeyRow>(&results, 4)? {
-            Some(row) => {
-                Rotation::Reused { session_id: row.id, user_id: row.user_id, access: TokenDigest(row.access_digest) }
-            }
+        if let Some(row) = first::<SessionKeyRow>(&results, 4)? {
+            let access = TokenDigest(row.access_digest);
+            return Ok(Rotation::Reused { session_id: row.id, user_id: row.user_id, access });
+        }
+        Ok(match first::<SessionKeyRow>(&results, 6)? {
+            Some(row) => Rotation::AccessLost {
+                session_id: row.id,
+                user_id: row.user_id,
+                access: TokenDigest(row.access_digest),
+            },
             None => Rotation::Invalid,
         })
     }

@@ -296,8 +296,15 @@ impl Sessions for Memory {
             }
             return Ok(Rotation::Reused { session_id, user_id: row.user_id, access: TokenDigest(row.access) });
         }
-        let Some(user) = self.user_may_log_in(row.user_id).filter(|_| row.expires_at > now) else {
+        if row.expires_at <= now {
             return Ok(Rotation::Invalid);
+        }
+        let Some(user) = self.user_may_log_in(row.user_id) else {
+            let mut state = self.0.borrow_mut();
+            if let Some(r) = state.session_rows.iter_mut().find(|r| r.id == session_id) {
+                r.revoked_at = Some(now);
+            }
+            return Ok(Rotation::AccessLost { session_id, user_id: row.user_id, access: TokenDigest(row.access) });
         };
         let mut state = self.0.borrow_mut();
         state.refresh_tokens.insert(refresh.0.clone(), (session_id, Some(next.refresh.0.clone())));

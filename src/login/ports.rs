@@ -180,7 +180,10 @@ pub enum Rotation {
     /// The token had already been rotated out: the session was revoked by this call (its current access token
     /// is `access`).
     Reused { session_id: i64, user_id: i64, access: TokenDigest },
-    /// Unknown, expired, revoked, or the account may no longer log in.
+    /// The token was current but its account may no longer log in (deactivated, or in no employee group): the
+    /// session was revoked by this call, and its current access token (`access`) must go too.
+    AccessLost { session_id: i64, user_id: i64, access: TokenDigest },
+    /// Unknown, expired or revoked.
     Invalid,
 }
 

@@ -310,6 +310,12 @@ where
                 self.record(EventKind::RefreshReused, Some(user_id), None, Some(detail));
                 Err(AuthError::Invalid)
             }
+            Rotation::AccessLost { session_id, user_id, access } => {
+                self.access.delete(&access).await?;
+                let detail = format!("session {session_id}: account may no longer log in");
+                self.record(EventKind::Revoked, Some(user_id), None, Some(detail));
+                Err(AuthError::Invalid)
+            }
             Rotation::Invalid => Err(AuthError::Invalid),
         }
     }

@@ -380,7 +380,14 @@ fn a_refresh_token_dies_at_its_expiry_and_with_its_users_access() {
     let w = world();
     let grant = w.log_in();
     w.memory.update_user(1, |u| u.in_employee_group = false);
+    assert!(w.auth(&grant).is_ok(), "the access token carries the user as it was");
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid, "a refresh that finds the access lost ends it");
+    assert_eq!(w.memory.live_session_count(), 0);
+    let revoked = w.events.0.borrow().last().cloned().unwrap();
+    assert_eq!(revoked.kind, EventKind::Revoked);
+    w.memory.update_user(1, |u| u.in_employee_group = true);
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid, "the session stays ended");
 }
 
 #[test]

@@ -218,15 +218,23 @@ describe("sessions: refresh rotation, device list, logout-all and revocation", {
     assert.deepEqual(revokeUserAccess({ email: e.email, reason: "again", persistTo: worker.persistDir }), { sessions: [], keysDeleted: 0 });
   });
 
-  test("removed from every employee group by raw SQL: refresh fails at once, the access token lives out its lifetime", T, async () => {
+  test("removed from every employee group by raw SQL: the access token lives on until it expires or the next refresh", T, async () => {
     const e = SEED.employees[8];
     const body = await logIn(e.email);
     await worker.d1(`DELETE FROM user_groups WHERE user_id = (SELECT id FROM users WHERE email = ${sq(e.email)})`);
-    assertError(await refresh(body.refresh_token), 401, "invalid_token");
     // The access token carries the user as it was at issue: documented bound, ACCESS_TOKEN_TTL_SECONDS.
     const still = await me(body.token);
     assert.equal(still.status, 200, describeResponse(still));
     assert.ok(still.body.user.groups.includes("Employees"));
+    // The refresh re-checks D1: refused, the session revoked and its access token deleted.
+    assertError(await refresh(body.refresh_token), 401, "invalid_token");
+    assertError(await me(body.token), 401, "invalid_token");
+    const [row] = await worker.d1(`SELECT revoked_reason FROM sessions WHERE id = ${body.session_id}`);
+    assert.equal(row.revoked_reason, "account may no longer log in");
+    await eventually(async () => {
+      const rows = await loginEventsFor(worker, e.email);
+      return rows.some((r) => r.event === "revoked" && r.detail === `session ${body.session_id}: account may no longer log in`);
+    }, "a revoked event for the lost access");
   });
 
   test("without ORIGIN_URL, paths outside /auth/ are 404 JSON even with a token", T, async () => {
