@@ -4,7 +4,7 @@ use super::message::Message;
 use super::policy::{Policy, Refusal};
 use super::ports::{
     AccessTokens, Accounts, Challenges, Clock, CodeVault, Device, EventKind, EventLog, LoginEvent, NewSession,
-    Notifier, Opening, Redemption, Reservation, Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
+    Notifier, Opening, Redemption, Reservation, Revoked, Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
     StoredCode,
 };
 use super::ClientIp;
@@ -336,13 +336,13 @@ where
     }
 
     /// Ends sessions of the authenticated user: their access tokens leave KV and their rows are revoked in D1, so
-    /// their refresh tokens die too. Returns how many were ended.
+    /// their refresh tokens die too. Returns the sessions this call ended.
     async fn end_sessions(
         &self,
         auth: &Authenticated,
         scope: Scope,
         detail: Option<String>,
-    ) -> Result<usize, AuthError> {
+    ) -> Result<Vec<Revoked>, AuthError> {
         let user_id = auth.session.user.id;
         let ended = self.sessions.revoke(user_id, scope, self.clock.now(), "logout").await?;
         for session in &ended {
@@ -351,25 +351,28 @@ where
         if !ended.is_empty() {
             self.record(EventKind::Logout, Some(user_id), None, detail);
         }
-        Ok(ended.len())
+        Ok(ended)
     }
 
     /// Kills the session's access token at once and its refresh token with it.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), AuthError> {
+        let ended = self.end_sessions(auth, Scope::One(auth.session.session_id), None).await?;
         // The presented token goes even if its row was already revoked (e.g. a race with logout-all).
-        self.access.delete(&auth.token).await?;
-        self.end_sessions(auth, Scope::One(auth.session.session_id), None).await.map(drop)
+        if !ended.iter().any(|session| session.access == auth.token) {
+            self.access.delete(&auth.token).await?;
+        }
+        Ok(())
     }
 
-    /// Ends every session of the user, on every device.
+    /// Ends every session of the user, on every device; returns how many.
     pub async fn logout_all(&self, auth: &Authenticated) -> Result<usize, AuthError> {
-        self.end_sessions(auth, Scope::All, Some("all".into())).await
+        Ok(self.end_sessions(auth, Scope::All, Some("all".into())).await?.len())
     }
 
     /// Ends one of the user's own sessions (e.g. a lost phone); `false` when the user has no such live session.
     pub async fn revoke_session(&self, auth: &Authenticated, session_id: i64) -> Result<bool, AuthError> {
         let detail = Some(format!("session {session_id}"));
-        Ok(self.end_sessions(auth, Scope::One(session_id), detail).await? > 0)
+        Ok(!self.end_sessions(auth, Scope::One(session_id), detail).await?.is_empty())
     }
 
     /// The user's live sessions (devices).
