@@ -18,7 +18,7 @@ use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
-use crate::login::{ClientIp, Clock, Device, Login, LoginGrant, PendingCode, SessionInfo};
+use crate::login::{Authenticated, ClientIp, Clock, Device, Login, LoginGrant, PendingCode, SessionInfo};
 use config::Config;
 use error::ApiError;
 
@@ -161,7 +161,6 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
 
     let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
     let login = edge_login(req, env, config, &client)?;
-    let authorization = header(req, "Authorization");
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
             let body = body::json_object(req).await?;
@@ -181,54 +180,58 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
             let identifier = body::identifier(&body, &config.phone_calling_codes)?;
             let code = body::otp_code(&body)?;
             let outcome = login.verify_code(identifier, code, &client, &device(req, &client)).await;
-            let answer = outcome.map(|grant| granted("Login successful", &grant));
-            ctx.wait_until(async move { flush_events(&login).await });
-            Ok(answer?)
+            flush_later(ctx, login);
+            Ok(granted("Login successful", &outcome?))
         }
         Route::Refresh => {
             let body = body::json_object(req).await?;
             let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
             let outcome = login.refresh(&presented, &device(req, &client)).await;
-            let answer = outcome.map(|grant| granted("Token refreshed", &grant));
-            ctx.wait_until(async move { flush_events(&login).await });
-            Ok(answer?)
+            flush_later(ctx, login);
+            Ok(granted("Token refreshed", &outcome?))
         }
+        _ => {
+            let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
+            let outcome = authenticated(route, &login, &auth).await;
+            flush_later(ctx, login);
+            outcome
+        }
+    }
+}
+
+/// The routes that need a live access token.
+async fn authenticated(route: Route, login: &EdgeLogin, auth: &Authenticated) -> Result<Response, ApiError> {
+    match route {
         Route::Logout => {
-            let auth = login.authenticate(authorization.as_deref()).await?;
-            login.logout(&auth).await?;
-            ctx.wait_until(async move { flush_events(&login).await });
+            login.logout(auth).await?;
             Ok(json_response(200, &json!({ "message": "Logged out successfully." })))
         }
         Route::LogoutAll => {
-            let auth = login.authenticate(authorization.as_deref()).await?;
-            let ended = login.logout_all(&auth).await?;
-            ctx.wait_until(async move { flush_events(&login).await });
+            let ended = login.logout_all(auth).await?;
             Ok(json_response(200, &json!({ "message": "Logged out on every device.", "sessions_ended": ended })))
         }
         Route::Me => {
-            let auth = login.authenticate(authorization.as_deref()).await?;
-            Ok(json_response(
-                200,
-                &json!({ "user": user_json(&auth.session.user), "session_id": auth.session.session_id }),
-            ))
+            let session = &auth.session;
+            Ok(json_response(200, &json!({ "user": user_json(&session.user), "session_id": session.session_id })))
         }
         Route::Sessions => {
-            let auth = login.authenticate(authorization.as_deref()).await?;
-            let sessions = login.list_sessions(&auth).await?;
+            let sessions = login.list_sessions(auth).await?;
             let current = auth.session.session_id;
             let listed: Vec<Value> = sessions.iter().map(|s| session_json(s, current)).collect();
             Ok(json_response(200, &json!({ "sessions": listed })))
         }
-        Route::Session(id) => {
-            let auth = login.authenticate(authorization.as_deref()).await?;
-            let ended = login.revoke_session(&auth, id).await?;
-            ctx.wait_until(async move { flush_events(&login).await });
-            if !ended {
-                return Err(ApiError::NotFound);
-            }
-            Ok(json_response(200, &json!({ "message": "Session ended.", "session_id": id })))
-        }
+        Route::Session(id) => match login.revoke_session(auth, id).await? {
+            true => Ok(json_response(200, &json!({ "message": "Session ended.", "session_id": id }))),
+            false => Err(ApiError::NotFound),
+        },
+        // Answered by `handle` without a token; never routed here.
+        Route::GenerateOtp | Route::ResendOtp | Route::VerifyOtp | Route::Refresh => Err(ApiError::NotFound),
     }
+}
+
+/// Writes the request's audit events after the response.
+fn flush_later(ctx: &Context, login: EdgeLogin) {
+    ctx.wait_until(async move { flush_events(&login).await });
 }
 
 /// The device a login or refresh comes from: user agent, IP, and Cloudflare's coarse geolocation.
