@@ -1,24 +1,42 @@
 //! Email and SMS delivery through the providers' HTTP APIs. Each provider turns a [`Message`] into the exact
-//! request its API expects ([`ProviderRequest`], testable on the host); [`Delivery`] sends it with `fetch`.
+//! request its API expects ([`ProviderRequest`], built purely and tested on the host); [`Delivery`] sends it with
+//! `fetch`, trying the channel's providers in the configured order until one accepts.
 
 mod console;
+mod mailgun;
+mod plivo;
+mod postmark;
 mod resend;
+mod sendgrid;
+mod ses;
+mod sigv4;
+mod sns;
 mod twilio;
+mod vonage;
 
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::future::{select, Either};
 use worker::wasm_bindgen::JsValue;
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
-pub use console::Console;
-pub use resend::Resend;
-pub use twilio::Twilio;
-
+use crate::adapters::runtime::WorkerClock;
 use crate::domain::Channel;
-use crate::login::{DeliveryError, Message, Notifier};
+use crate::login::{Clock, DeliveryError, DeliveryReport, Message, Notifier};
+use console::Console;
+use sigv4::AwsCredentials;
 
 /// Sent on every provider call: Resend refuses requests without a `User-Agent` (403), and workerd's `fetch` sets none.
 pub const USER_AGENT: &str = concat!("edge-otp-login/", env!("CARGO_PKG_VERSION"));
 
-/// An outgoing provider API call.
+/// How long one provider may take to answer before the next one is tried. Deliveries run in `ctx.wait_until`,
+/// which the runtime ends 30 s after the response, so a failover list of three still completes.
+pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// An outgoing provider API call (always a POST).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderRequest {
     pub url: String,
@@ -30,6 +48,10 @@ pub struct ProviderRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmailProvider {
     Resend,
+    SendGrid,
+    Mailgun,
+    Postmark,
+    Ses,
     Console,
 }
 
@@ -37,36 +59,83 @@ pub enum EmailProvider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmsProvider {
     Twilio,
+    Vonage,
+    Plivo,
+    Sns,
     Console,
 }
 
 impl EmailProvider {
-    pub fn parse(name: &str) -> Option<EmailProvider> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            resend::NAME => Some(EmailProvider::Resend),
-            console::NAME => Some(EmailProvider::Console),
-            _ => None,
+    pub const ALL: [EmailProvider; 6] = [
+        EmailProvider::Resend,
+        EmailProvider::SendGrid,
+        EmailProvider::Mailgun,
+        EmailProvider::Postmark,
+        EmailProvider::Ses,
+        EmailProvider::Console,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EmailProvider::Resend => resend::NAME,
+            EmailProvider::SendGrid => sendgrid::NAME,
+            EmailProvider::Mailgun => mailgun::NAME,
+            EmailProvider::Postmark => postmark::NAME,
+            EmailProvider::Ses => ses::NAME,
+            EmailProvider::Console => console::NAME,
         }
     }
 }
 
 impl SmsProvider {
-    pub fn parse(name: &str) -> Option<SmsProvider> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            twilio::NAME => Some(SmsProvider::Twilio),
-            console::NAME => Some(SmsProvider::Console),
-            _ => None,
+    pub const ALL: [SmsProvider; 5] =
+        [SmsProvider::Twilio, SmsProvider::Vonage, SmsProvider::Plivo, SmsProvider::Sns, SmsProvider::Console];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SmsProvider::Twilio => twilio::NAME,
+            SmsProvider::Vonage => vonage::NAME,
+            SmsProvider::Plivo => plivo::NAME,
+            SmsProvider::Sns => sns::NAME,
+            SmsProvider::Console => console::NAME,
         }
     }
 }
 
-/// Routes each message to the configured provider for its channel. Credentials are read from the environment
-/// only when a message is sent, so a channel without credentials fails its own deliveries (recorded as
-/// `delivery_failed`) and nothing else.
+/// Reads an ordered failover list such as `resend, postmark`: names from `all` (case-insensitive), each at most
+/// once, at least one. The error names the offending entry and the accepted names.
+pub fn provider_list<P: Copy + PartialEq>(
+    spec: &str,
+    all: &[P],
+    name: fn(P) -> &'static str,
+) -> Result<Vec<P>, String> {
+    let mut list = Vec::new();
+    for entry in spec.split(',').map(str::trim) {
+        let known = all.iter().copied().find(|p| name(*p).eq_ignore_ascii_case(entry));
+        match known {
+            Some(p) if !list.contains(&p) => list.push(p),
+            Some(_) => return Err(format!("{entry:?} is listed twice")),
+            None => {
+                let names: Vec<&str> = all.iter().map(|p| name(*p)).collect();
+                return Err(format!("{entry:?} is not one of: {}", names.join(", ")));
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// Routes each message to the channel's providers in order. Credentials are read from the environment only when
+/// a provider is tried, so a provider without credentials fails its own attempts (recorded as `delivery_failed`)
+/// and the next one is tried.
 pub struct Delivery {
-    pub email: EmailProvider,
-    pub sms: SmsProvider,
+    pub email: Vec<EmailProvider>,
+    pub sms: Vec<SmsProvider>,
     pub env: Env,
+}
+
+/// A non-empty var or secret.
+pub fn setting(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.trim().is_empty())
 }
 
 impl Delivery {
@@ -75,95 +144,366 @@ impl Delivery {
             .ok_or_else(|| DeliveryError { provider, reason: format!("configuration: {name} is not set") })
     }
 
-    fn api_base(&self, name: &'static str, default: &str) -> String {
-        setting(&self.env, name).unwrap_or_else(|| default.to_owned())
+    fn api_base(&self, name: &'static str, default: impl FnOnce() -> String) -> String {
+        setting(&self.env, name).unwrap_or_else(default)
     }
 
-    fn resend(&self) -> Result<Resend, DeliveryError> {
-        Ok(Resend {
-            api_base: self.api_base("RESEND_API_BASE", resend::DEFAULT_API_BASE),
-            api_key: self.secret(resend::NAME, "RESEND_API_KEY")?,
-            from: self.secret(resend::NAME, "EMAIL_FROM")?,
+    fn aws(&self, provider: &'static str) -> Result<AwsCredentials, DeliveryError> {
+        Ok(AwsCredentials {
+            access_key_id: self.secret(provider, "AWS_ACCESS_KEY_ID")?,
+            secret_access_key: self.secret(provider, "AWS_SECRET_ACCESS_KEY")?,
+            region: self.secret(provider, "AWS_REGION")?,
         })
     }
 
-    fn twilio(&self) -> Result<Twilio, DeliveryError> {
-        Ok(Twilio {
-            api_base: self.api_base("TWILIO_API_BASE", twilio::DEFAULT_API_BASE),
-            account_sid: self.secret(twilio::NAME, "TWILIO_ACCOUNT_SID")?,
-            auth_token: self.secret(twilio::NAME, "TWILIO_AUTH_TOKEN")?,
-            from_number: self.secret(twilio::NAME, "TWILIO_FROM_NUMBER")?,
+    fn email_request(&self, provider: EmailProvider, message: &Message) -> Result<ProviderRequest, DeliveryError> {
+        let name = provider.name();
+        let from = || self.secret(name, "EMAIL_FROM");
+        Ok(match provider {
+            EmailProvider::Resend => resend::Resend {
+                api_base: self.api_base("RESEND_API_BASE", || resend::DEFAULT_API_BASE.into()),
+                api_key: self.secret(name, "RESEND_API_KEY")?,
+                from: from()?,
+            }
+            .request(message),
+            EmailProvider::SendGrid => sendgrid::SendGrid {
+                api_base: self.api_base("SENDGRID_API_BASE", || sendgrid::DEFAULT_API_BASE.into()),
+                api_key: self.secret(name, "SENDGRID_API_KEY")?,
+                from: from()?,
+            }
+            .request(message),
+            EmailProvider::Mailgun => mailgun::Mailgun {
+                api_base: self.api_base("MAILGUN_API_BASE", || mailgun::DEFAULT_API_BASE.into()),
+                api_key: self.secret(name, "MAILGUN_API_KEY")?,
+                domain: self.secret(name, "MAILGUN_DOMAIN")?,
+                from: from()?,
+            }
+            .request(message),
+            EmailProvider::Postmark => postmark::Postmark {
+                api_base: self.api_base("POSTMARK_API_BASE", || postmark::DEFAULT_API_BASE.into()),
+                server_token: self.secret(name, "POSTMARK_SERVER_TOKEN")?,
+                from: from()?,
+                message_stream: setting(&self.env, "POSTMARK_MESSAGE_STREAM")
+                    .unwrap_or_else(|| postmark::DEFAULT_STREAM.into()),
+            }
+            .request(message),
+            EmailProvider::Ses => {
+                let credentials = self.aws(name)?;
+                let api_base = self.api_base("SES_API_BASE", || ses::default_api_base(&credentials.region));
+                ses::Ses { api_base, credentials, from: from()? }
+                    .request(message, WorkerClock.now())
+                    .ok_or_else(|| bad_api_base(name, "SES_API_BASE"))?
+            }
+            EmailProvider::Console => unreachable_console(name)?,
         })
+    }
+
+    fn sms_request(&self, provider: SmsProvider, message: &Message) -> Result<ProviderRequest, DeliveryError> {
+        let name = provider.name();
+        Ok(match provider {
+            SmsProvider::Twilio => twilio::Twilio {
+                api_base: self.api_base("TWILIO_API_BASE", || twilio::DEFAULT_API_BASE.into()),
+                account_sid: self.secret(name, "TWILIO_ACCOUNT_SID")?,
+                auth_token: self.secret(name, "TWILIO_AUTH_TOKEN")?,
+                from_number: self.secret(name, "TWILIO_FROM_NUMBER")?,
+            }
+            .request(message),
+            SmsProvider::Vonage => vonage::Vonage {
+                api_base: self.api_base("VONAGE_API_BASE", || vonage::DEFAULT_API_BASE.into()),
+                api_key: self.secret(name, "VONAGE_API_KEY")?,
+                api_secret: self.secret(name, "VONAGE_API_SECRET")?,
+                from: self.secret(name, "VONAGE_FROM")?,
+            }
+            .request(message),
+            SmsProvider::Plivo => plivo::Plivo {
+                api_base: self.api_base("PLIVO_API_BASE", || plivo::DEFAULT_API_BASE.into()),
+                auth_id: self.secret(name, "PLIVO_AUTH_ID")?,
+                auth_token: self.secret(name, "PLIVO_AUTH_TOKEN")?,
+                from: self.secret(name, "PLIVO_FROM_NUMBER")?,
+            }
+            .request(message),
+            SmsProvider::Sns => {
+                let credentials = self.aws(name)?;
+                let api_base = self.api_base("SNS_API_BASE", || sns::default_api_base(&credentials.region));
+                sns::Sns { api_base, credentials }
+                    .request(message, WorkerClock.now())
+                    .ok_or_else(|| bad_api_base(name, "SNS_API_BASE"))?
+            }
+            SmsProvider::Console => unreachable_console(name)?,
+        })
+    }
+
+    async fn attempt(&self, provider: Provider, message: &Message) -> Result<(), DeliveryError> {
+        let request = match provider {
+            Provider::Email(EmailProvider::Console) | Provider::Sms(SmsProvider::Console) => {
+                Console.print(message);
+                return Ok(());
+            }
+            Provider::Email(p) => self.email_request(p, message)?,
+            Provider::Sms(p) => self.sms_request(p, message)?,
+        };
+        post(provider.name(), request).await
     }
 }
 
-/// A non-empty var or secret.
-pub fn setting(env: &Env, name: &str) -> Option<String> {
-    env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.trim().is_empty())
+fn bad_api_base(provider: &'static str, var: &str) -> DeliveryError {
+    DeliveryError { provider, reason: format!("configuration: {var} is not an absolute http(s) URL without a query") }
 }
 
-impl Notifier for Delivery {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        match message.to.channel() {
-            Channel::Email => match self.email {
-                EmailProvider::Resend => post(resend::NAME, self.resend()?.request(message)).await,
-                EmailProvider::Console => {
-                    Console.print(message);
-                    Ok(())
-                }
-            },
-            Channel::Sms => match self.sms {
-                SmsProvider::Twilio => post(twilio::NAME, self.twilio()?.request(message)).await,
-                SmsProvider::Console => {
-                    Console.print(message);
-                    Ok(())
-                }
-            },
+/// Console delivery never builds a request; [`Delivery::attempt`] prints it before getting here.
+fn unreachable_console(provider: &'static str) -> Result<ProviderRequest, DeliveryError> {
+    Err(DeliveryError { provider, reason: "the console provider makes no HTTP request".into() })
+}
+
+/// One provider of either channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    Email(EmailProvider),
+    Sms(SmsProvider),
+}
+
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Provider::Email(p) => p.name(),
+            Provider::Sms(p) => p.name(),
         }
     }
 }
 
-/// Sends `request` as a POST and maps any non-2xx answer to a [`DeliveryError`] carrying the provider's reason.
+/// Tries `providers` in order until `attempt` succeeds; every failure before is kept, in order.
+pub async fn failover<P, F>(
+    providers: &[P],
+    name: fn(P) -> &'static str,
+    mut attempt: impl FnMut(P) -> F,
+) -> DeliveryReport
+where
+    P: Copy,
+    F: Future<Output = Result<(), DeliveryError>>,
+{
+    let mut report = DeliveryReport::default();
+    for provider in providers.iter().copied() {
+        match attempt(provider).await {
+            Ok(()) => {
+                report.delivered_by = Some(name(provider));
+                break;
+            }
+            Err(failure) => report.failures.push(failure),
+        }
+    }
+    report
+}
+
+impl Notifier for Delivery {
+    async fn send(&self, message: &Message) -> DeliveryReport {
+        let providers: Vec<Provider> = match message.to.channel() {
+            Channel::Email => self.email.iter().copied().map(Provider::Email).collect(),
+            Channel::Sms => self.sms.iter().copied().map(Provider::Sms).collect(),
+        };
+        failover(&providers, Provider::name, |provider| self.attempt(provider, message)).await
+    }
+}
+
+/// `Basic` credentials for an `Authorization` header.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Splits `CRM <login@example.com>` into its display name and address; a bare address has no name.
+pub fn split_sender(from: &str) -> (Option<&str>, &str) {
+    let from = from.trim();
+    match (from.rfind('<'), from.strip_suffix('>')) {
+        (Some(open), Some(inner)) => {
+            let name = from[..open].trim().trim_matches('"').trim();
+            ((!name.is_empty()).then_some(name), inner[open + 1..].trim())
+        }
+        _ => (None, from),
+    }
+}
+
+/// Sends `request` as a POST, giving up after [`PROVIDER_TIMEOUT`], and maps any non-2xx answer to a
+/// [`DeliveryError`] carrying the provider's reason.
 async fn post(provider: &'static str, request: ProviderRequest) -> Result<(), DeliveryError> {
     let failed = |reason: String| DeliveryError { provider, reason };
     let headers = Headers::new();
     for (name, value) in &request.headers {
-        headers.set(name, value).map_err(|e| failed(e.to_string()))?;
+        headers.set(name, value).map_err(|e| failed(format!("request: {e}")))?;
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&request.body)));
-    let outgoing = Request::new_with_init(&request.url, &init).map_err(|e| failed(e.to_string()))?;
-    let mut response = Fetch::Request(outgoing).send().await.map_err(|e| failed(format!("network: {e}")))?;
-    let status = response.status_code();
-    if (200..300).contains(&status) {
-        return Ok(());
-    }
-    let body = response.text().await.unwrap_or_default();
-    Err(failed(format!("HTTP {status}: {}", error_reason(&body))))
+    let outgoing = Request::new_with_init(&request.url, &init).map_err(|e| failed(format!("request: {e}")))?;
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let exchange = async {
+        let mut response =
+            Fetch::Request(outgoing).send_with_signal(&signal).await.map_err(|e| failed(format!("network: {e}")))?;
+        let status = response.status_code();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(failed(format!("HTTP {status}: {}", error_reason(&body))))
+    };
+    // Bound to a local so the pinned futures, which borrow `signal`, are dropped before it (edition 2021 keeps a
+    // tail expression's temporaries alive past the function's locals).
+    let outcome = match select(pin!(exchange), pin!(Delay::from(PROVIDER_TIMEOUT))).await {
+        Either::Left((outcome, _)) => outcome,
+        Either::Right(((), _)) => {
+            controller.abort();
+            Err(failed(format!("timeout: no answer within {} s", PROVIDER_TIMEOUT.as_secs())))
+        }
+    };
+    outcome
 }
 
-/// The `message` field both Resend and Twilio put in their error bodies, or a bounded excerpt of the body.
-fn error_reason(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| body.chars().take(200).collect())
+/// Longest provider reason kept for the log and the audit row.
+const MAX_REASON: usize = 300;
+
+/// The reason in a provider's error body: `errors[0].message` (SendGrid), `ErrorCode` and `Message` (Postmark),
+/// `title` and `detail` (Vonage), `code` and `message` (Twilio, Resend, Mailgun, SES), `error` (Plivo), or
+/// `<Code>` and `<Message>` (SNS's XML); otherwise a bounded excerpt of the body.
+pub fn error_reason(body: &str) -> String {
+    let reason = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(json) => json_reason(&json),
+        Err(_) => xml_reason(body),
+    };
+    reason.unwrap_or_else(|| body.trim().to_owned()).chars().take(MAX_REASON).collect()
+}
+
+fn json_reason(json: &serde_json::Value) -> Option<String> {
+    let text = |value: &serde_json::Value, key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let labelled = |code: Option<String>, message: Option<String>| match (code, message) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (None, Some(message)) => Some(message),
+        (Some(code), None) => Some(code),
+        (None, None) => None,
+    };
+    if let Some(first) = json.get("errors").and_then(|e| e.get(0)) {
+        let message = text(first, "message").or_else(|| text(first, "description"));
+        return labelled(text(first, "field"), message);
+    }
+    if let Some(code) = json.get("ErrorCode") {
+        return labelled(Some(format!("ErrorCode {code}")), text(json, "Message"));
+    }
+    if json.get("title").is_some() {
+        return labelled(text(json, "title"), text(json, "detail"));
+    }
+    let code = json.get("code").filter(|c| c.is_number() || c.is_string()).map(|c| c.to_string().replace('"', ""));
+    labelled(code, text(json, "message").or_else(|| text(json, "Message")).or_else(|| text(json, "error")))
+}
+
+fn xml_reason(body: &str) -> Option<String> {
+    let element = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = start + body[start..].find(&format!("</{name}>"))?;
+        Some(body[start..end].trim().to_owned())
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (code, message) => message.or(code),
+    }
+}
+
+/// A message to `to` (an address or an E.164 number) carrying the code 123456, for the providers' tests.
+#[cfg(test)]
+pub(crate) fn sample(to: &str) -> Message {
+    use crate::domain::{Email, Identifier, OtpCode, PhoneNumber};
+    use crate::login::{Language, MessageSettings};
+    let to = match to.strip_prefix('+') {
+        Some(_) => Identifier::Phone(PhoneNumber::parse(to).unwrap()),
+        None => Identifier::Email(Email::parse(to).unwrap()),
+    };
+    let settings = MessageSettings { app_name: "CRM".into(), ..MessageSettings::default() };
+    Message::one_time_code(&settings, &to, &OtpCode::parse("123456").unwrap(), 10, Language::English)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
 
+    fn run<F: Future>(future: F) -> F::Output {
+        let mut future = pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+                return value;
+            }
+        }
+    }
+
     #[test]
-    fn provider_error_bodies_yield_their_message() {
-        assert_eq!(
-            error_reason(r#"{"statusCode":422,"message":"Invalid `to` field","name":"validation_error"}"#),
-            "Invalid `to` field"
-        );
-        assert_eq!(
-            error_reason(r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#),
-            "Invalid 'To' Phone Number"
-        );
-        assert_eq!(error_reason("Bad Gateway"), "Bad Gateway");
+    fn each_providers_error_body_yields_a_clear_reason() {
+        let cases = [
+            (r#"{"statusCode":422,"message":"Invalid `to` field","name":"validation_error"}"#, "Invalid `to` field"),
+            (r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#, "21211: Invalid 'To' Phone Number"),
+            (
+                r#"{"errors":[{"message":"The from address does not match a verified Sender Identity.","field":"from","help":null}]}"#,
+                "from: The from address does not match a verified Sender Identity.",
+            ),
+            (r#"{"message":"Domain not found: mg.example.com"}"#, "Domain not found: mg.example.com"),
+            (r#"{"ErrorCode":300,"Message":"Invalid email request"}"#, "ErrorCode 300: Invalid email request"),
+            (r#"{"message":"Email address is not verified."}"#, "Email address is not verified."),
+            (
+                r#"{"type":"https://developer.vonage.com/api-errors#unauthorized","title":"Unauthorized","detail":"You did not provide correct credentials.","instance":"x"}"#,
+                "Unauthorized: You did not provide correct credentials.",
+            ),
+            (r#"{"api_id":"97ceeb52","error":"authentication_failed"}"#, "authentication_failed"),
+            (
+                "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameter</Code><Message>Invalid parameter: PhoneNumber</Message></Error></ErrorResponse>",
+                "InvalidParameter: Invalid parameter: PhoneNumber",
+            ),
+            ("Forbidden", "Forbidden"),
+        ];
+        for (body, reason) in cases {
+            assert_eq!(error_reason(body), reason, "{body}");
+        }
+        assert_eq!(error_reason(&"x".repeat(1000)).len(), MAX_REASON);
+    }
+
+    #[test]
+    fn provider_lists_are_ordered_distinct_known_names() {
+        let list = provider_list(" Resend, postmark ,ses", &EmailProvider::ALL, EmailProvider::name).unwrap();
+        assert_eq!(list, [EmailProvider::Resend, EmailProvider::Postmark, EmailProvider::Ses]);
+        let sms = provider_list("plivo,twilio", &SmsProvider::ALL, SmsProvider::name).unwrap();
+        assert_eq!(sms, [SmsProvider::Plivo, SmsProvider::Twilio]);
+        assert!(provider_list("resend,resend", &EmailProvider::ALL, EmailProvider::name)
+            .unwrap_err()
+            .contains("twice"));
+        let unknown = provider_list("resend,smtp", &EmailProvider::ALL, EmailProvider::name).unwrap_err();
+        assert!(unknown.contains("\"smtp\"") && unknown.contains("sendgrid"), "{unknown}");
+        assert!(provider_list("resend,", &EmailProvider::ALL, EmailProvider::name).is_err());
+    }
+
+    #[test]
+    fn failover_tries_each_provider_in_order_until_one_accepts() {
+        let tried = RefCell::new(Vec::new());
+        let report = run(failover(&SmsProvider::ALL[..3], SmsProvider::name, |p| {
+            tried.borrow_mut().push(p);
+            let outcome = match p {
+                SmsProvider::Vonage => Ok(()),
+                _ => Err(DeliveryError { provider: p.name(), reason: "HTTP 500: down".into() }),
+            };
+            async move { outcome }
+        }));
+        assert_eq!(*tried.borrow(), [SmsProvider::Twilio, SmsProvider::Vonage], "plivo is never tried");
+        assert_eq!(report.delivered_by, Some("vonage"));
+        assert_eq!(report.failures, [DeliveryError { provider: "twilio", reason: "HTTP 500: down".into() }]);
+
+        let none = run(failover(&SmsProvider::ALL[..2], SmsProvider::name, |p| {
+            let failure = DeliveryError { provider: p.name(), reason: "timeout".into() };
+            async move { Err(failure) }
+        }));
+        assert_eq!((none.delivered_by, none.failures.len()), (None, 2));
+    }
+
+    #[test]
+    fn a_sender_is_split_into_name_and_address() {
+        assert_eq!(split_sender("CRM <login@example.com>"), (Some("CRM"), "login@example.com"));
+        assert_eq!(split_sender("\"CRM Login\" <login@example.com>"), (Some("CRM Login"), "login@example.com"));
+        assert_eq!(split_sender("login@example.com"), (None, "login@example.com"));
+        assert_eq!(split_sender("<login@example.com>"), (None, "login@example.com"));
     }
 }

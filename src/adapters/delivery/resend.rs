@@ -37,7 +37,7 @@ impl Resend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Email, Identifier, OtpCode};
+    use crate::adapters::delivery::sample;
 
     #[test]
     fn a_message_becomes_resends_emails_call() {
@@ -46,14 +46,14 @@ mod tests {
             api_key: "re_test".into(),
             from: "CRM <login@example.com>".into(),
         };
-        let to = Identifier::Email(Email::parse("a@example.com").unwrap());
-        let request = resend.request(&Message::one_time_code("CRM", &to, &OtpCode::parse("123456").unwrap(), 10));
+        let request = resend.request(&sample("a@example.com"));
         assert_eq!(request.url, "http://127.0.0.1:9/emails");
         assert!(request.headers.contains(&("Authorization", "Bearer re_test".into())));
         assert!(request.headers.iter().any(|(name, _)| *name == "User-Agent"));
         let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
         assert_eq!(body["to"], serde_json::json!(["a@example.com"]));
         assert_eq!(body["from"], "CRM <login@example.com>");
+        assert!(body["subject"].as_str().unwrap().starts_with("123456"));
         assert!(body["text"].as_str().unwrap().contains("123456"));
         assert!(body["html"].as_str().unwrap().contains("123456"));
     }

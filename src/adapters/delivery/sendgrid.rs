@@ -1,0 +1,67 @@
+//! SendGrid (Twilio SendGrid) v3 Mail Send: `POST /v3/mail/send` with a Bearer API key and a JSON body of
+//! personalizations, sender and content parts. It answers 202 with no body.
+
+use super::{split_sender, ProviderRequest};
+use crate::login::Message;
+
+pub const NAME: &str = "sendgrid";
+pub const DEFAULT_API_BASE: &str = "https://api.sendgrid.com";
+
+pub struct SendGrid {
+    pub api_base: String,
+    pub api_key: String,
+    /// The sender, e.g. `CRM <login@example.com>`.
+    pub from: String,
+}
+
+impl SendGrid {
+    pub fn request(&self, message: &Message) -> ProviderRequest {
+        let (name, address) = split_sender(&self.from);
+        let mut from = serde_json::json!({ "email": address });
+        if let Some(name) = name {
+            from["name"] = name.into();
+        }
+        let body = serde_json::json!({
+            "personalizations": [{ "to": [{ "email": message.to.value() }] }],
+            "from": from,
+            "subject": message.subject,
+            // SendGrid requires text/plain first, then text/html.
+            "content": [
+                { "type": "text/plain", "value": message.text },
+                { "type": "text/html", "value": message.html },
+            ],
+        });
+        ProviderRequest {
+            url: format!("{}/v3/mail/send", self.api_base.trim_end_matches('/')),
+            headers: vec![
+                ("Authorization", format!("Bearer {}", self.api_key)),
+                ("Content-Type", "application/json".into()),
+                ("User-Agent", super::USER_AGENT.into()),
+            ],
+            body: body.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::delivery::sample;
+
+    #[test]
+    fn a_message_becomes_sendgrids_mail_send_call() {
+        let sendgrid = SendGrid {
+            api_base: "http://127.0.0.1:9".into(),
+            api_key: "SG.key".into(),
+            from: "CRM <login@example.com>".into(),
+        };
+        let request = sendgrid.request(&sample("a@example.com"));
+        assert_eq!(request.url, "http://127.0.0.1:9/v3/mail/send");
+        assert!(request.headers.contains(&("Authorization", "Bearer SG.key".into())));
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(body["personalizations"], serde_json::json!([{ "to": [{ "email": "a@example.com" }] }]));
+        assert_eq!(body["from"], serde_json::json!({ "email": "login@example.com", "name": "CRM" }));
+        assert_eq!(body["content"][0]["type"], "text/plain");
+        assert!(body["content"][1]["value"].as_str().unwrap().contains("123456"));
+    }
+}

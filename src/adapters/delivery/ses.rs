@@ -1,0 +1,67 @@
+//! Amazon SES v2: `POST /v2/email/outbound-emails` (SendEmail) with a JSON body, signed with SigV4 for `ses`.
+
+use super::sigv4::{self, AwsCredentials};
+use super::ProviderRequest;
+use crate::domain::UnixTime;
+use crate::login::Message;
+
+pub const NAME: &str = "ses";
+
+/// SES's regional endpoint.
+pub fn default_api_base(region: &str) -> String {
+    format!("https://email.{region}.amazonaws.com")
+}
+
+pub struct Ses {
+    pub api_base: String,
+    pub credentials: AwsCredentials,
+    pub from: String,
+}
+
+impl Ses {
+    /// The signed request; `None` when the API root is not an absolute http(s) URL.
+    pub fn request(&self, message: &Message, now: UnixTime) -> Option<ProviderRequest> {
+        let part = |data: &str| serde_json::json!({ "Data": data, "Charset": "UTF-8" });
+        let body = serde_json::json!({
+            "FromEmailAddress": self.from,
+            "Destination": { "ToAddresses": [message.to.value()] },
+            "Content": { "Simple": {
+                "Subject": part(&message.subject),
+                "Body": { "Text": part(&message.text), "Html": part(&message.html) },
+            } },
+        });
+        let mut request = ProviderRequest {
+            url: format!("{}/v2/email/outbound-emails", self.api_base.trim_end_matches('/')),
+            headers: vec![("Content-Type", "application/json".into()), ("User-Agent", super::USER_AGENT.into())],
+            body: body.to_string(),
+        };
+        sigv4::sign(&mut request, &self.credentials, "ses", now)?;
+        Some(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::delivery::sample;
+
+    #[test]
+    fn a_message_becomes_a_signed_ses_send_email_call() {
+        let ses = Ses {
+            api_base: default_api_base("eu-west-1"),
+            credentials: AwsCredentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: "secret".into(),
+                region: "eu-west-1".into(),
+            },
+            from: "CRM <login@example.com>".into(),
+        };
+        let request = ses.request(&sample("a@example.com"), UnixTime(1_795_996_800)).unwrap();
+        assert_eq!(request.url, "https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails");
+        let auth = &request.headers.iter().find(|(n, _)| *n == "Authorization").unwrap().1;
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/eu-west-1/ses/aws4_request, "));
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(body["Destination"]["ToAddresses"], serde_json::json!(["a@example.com"]));
+        assert!(body["Content"]["Simple"]["Body"]["Html"]["Data"].as_str().unwrap().contains("123456"));
+    }
+}
