@@ -304,6 +304,49 @@ impl Notifier for Delivery {
     }
 }
 
+/// A JSON object written field by field. Provider bodies are small; one non-generic builder compiles to much less
+/// wasm than `serde_json::json!`, which expands a map insertion per field at every call site.
+pub struct JsonObject(String);
+
+impl JsonObject {
+    pub fn new() -> JsonObject {
+        JsonObject(String::from("{"))
+    }
+
+    /// Adds `key` with a string value.
+    pub fn text(self, key: &str, value: &str) -> JsonObject {
+        self.raw(key, &quote(value))
+    }
+
+    /// Adds `key` with `json`, which must already be valid JSON.
+    pub fn raw(mut self, key: &str, json: &str) -> JsonObject {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push_str(&quote(key));
+        self.0.push(':');
+        self.0.push_str(json);
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        JsonObject::new()
+    }
+}
+
+/// `text` as a JSON string literal.
+pub fn quote(text: &str) -> String {
+    // Serialising a string cannot fail.
+    serde_json::to_string(text).unwrap_or_default()
+}
+
 /// `Basic` credentials for an `Authorization` header.
 pub fn basic_auth(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
@@ -497,6 +540,15 @@ mod tests {
             async move { Err(failure) }
         }));
         assert_eq!((none.delivered_by, none.failures.len()), (None, 2));
+    }
+
+    #[test]
+    fn json_objects_are_written_with_escaped_keys_and_values() {
+        let nested = JsonObject::new().text("a\"b", "line\n<tag> é").finish();
+        let json = JsonObject::new().raw("n", &nested).text("s", "x").finish();
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed, serde_json::json!({ "n": { "a\"b": "line\n<tag> é" }, "s": "x" }));
+        assert_eq!(JsonObject::new().finish(), "{}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Plivo: `POST /v1/Account/{auth_id}/Message/`, HTTP Basic auth with the Auth ID and token, a JSON body.
 //! It answers 202 with `message_uuid`.
 
-use super::{basic_auth, ProviderRequest};
+use super::{basic_auth, JsonObject, ProviderRequest};
 use crate::login::Message;
 
 pub const NAME: &str = "plivo";
@@ -17,11 +17,8 @@ pub struct Plivo {
 
 impl Plivo {
     pub fn request(&self, message: &Message) -> ProviderRequest {
-        let body = serde_json::json!({
-            "src": self.from,
-            "dst": message.to.value(),
-            "text": message.text,
-        });
+        let body =
+            JsonObject::new().text("src", &self.from).text("dst", message.to.value()).text("text", &message.text);
         ProviderRequest {
             url: format!("{}/v1/Account/{}/Message/", self.api_base.trim_end_matches('/'), self.auth_id),
             headers: vec![
@@ -29,7 +26,7 @@ impl Plivo {
                 ("Content-Type", "application/json".into()),
                 ("User-Agent", super::USER_AGENT.into()),
             ],
-            body: body.to_string(),
+            body: body.finish(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Postmark: `POST /email` with the server token in `X-Postmark-Server-Token` and a JSON body.
 
-use super::ProviderRequest;
+use super::{JsonObject, ProviderRequest};
 use crate::login::Message;
 
 pub const NAME: &str = "postmark";
@@ -17,14 +17,13 @@ pub struct Postmark {
 
 impl Postmark {
     pub fn request(&self, message: &Message) -> ProviderRequest {
-        let body = serde_json::json!({
-            "From": self.from,
-            "To": message.to.value(),
-            "Subject": message.subject,
-            "TextBody": message.text,
-            "HtmlBody": message.html,
-            "MessageStream": self.message_stream,
-        });
+        let body = JsonObject::new()
+            .text("From", &self.from)
+            .text("To", message.to.value())
+            .text("Subject", &message.subject)
+            .text("TextBody", &message.text)
+            .text("HtmlBody", &message.html)
+            .text("MessageStream", &self.message_stream);
         ProviderRequest {
             url: format!("{}/email", self.api_base.trim_end_matches('/')),
             headers: vec![
@@ -33,7 +32,7 @@ impl Postmark {
                 ("Content-Type", "application/json".into()),
                 ("User-Agent", super::USER_AGENT.into()),
             ],
-            body: body.to_string(),
+            body: body.finish(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Resend: `POST /emails` with a Bearer API key and a JSON body.
 
-use super::ProviderRequest;
+use super::{quote, JsonObject, ProviderRequest};
 use crate::login::Message;
 
 pub const NAME: &str = "resend";
@@ -15,13 +15,12 @@ pub struct Resend {
 
 impl Resend {
     pub fn request(&self, message: &Message) -> ProviderRequest {
-        let body = serde_json::json!({
-            "from": self.from,
-            "to": [message.to.value()],
-            "subject": message.subject,
-            "text": message.text,
-            "html": message.html,
-        });
+        let body = JsonObject::new()
+            .text("from", &self.from)
+            .raw("to", &format!("[{}]", quote(message.to.value())))
+            .text("subject", &message.subject)
+            .text("text", &message.text)
+            .text("html", &message.html);
         ProviderRequest {
             url: format!("{}/emails", self.api_base.trim_end_matches('/')),
             headers: vec![
@@ -29,7 +28,7 @@ impl Resend {
                 ("Content-Type", "application/json".into()),
                 ("User-Agent", super::USER_AGENT.into()),
             ],
-            body: body.to_string(),
+            body: body.finish(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! SendGrid (Twilio SendGrid) v3 Mail Send: `POST /v3/mail/send` with a Bearer API key and a JSON body of
 //! personalizations, sender and content parts. It answers 202 with no body.
 
-use super::{split_sender, ProviderRequest};
+use super::{split_sender, JsonObject, ProviderRequest};
 use crate::login::Message;
 
 pub const NAME: &str = "sendgrid";
@@ -17,20 +17,18 @@ pub struct SendGrid {
 impl SendGrid {
     pub fn request(&self, message: &Message) -> ProviderRequest {
         let (name, address) = split_sender(&self.from);
-        let mut from = serde_json::json!({ "email": address });
+        let mut from = JsonObject::new().text("email", address);
         if let Some(name) = name {
-            from["name"] = name.into();
+            from = from.text("name", name);
         }
-        let body = serde_json::json!({
-            "personalizations": [{ "to": [{ "email": message.to.value() }] }],
-            "from": from,
-            "subject": message.subject,
+        let to = JsonObject::new().text("email", message.to.value()).finish();
+        let part = |kind: &str, value: &str| JsonObject::new().text("type", kind).text("value", value).finish();
+        let body = JsonObject::new()
+            .raw("personalizations", &format!("[{{\"to\":[{to}]}}]"))
+            .raw("from", &from.finish())
+            .text("subject", &message.subject)
             // SendGrid requires text/plain first, then text/html.
-            "content": [
-                { "type": "text/plain", "value": message.text },
-                { "type": "text/html", "value": message.html },
-            ],
-        });
+            .raw("content", &format!("[{},{}]", part("text/plain", &message.text), part("text/html", &message.html)));
         ProviderRequest {
             url: format!("{}/v3/mail/send", self.api_base.trim_end_matches('/')),
             headers: vec![
@@ -38,7 +36,7 @@ impl SendGrid {
                 ("Content-Type", "application/json".into()),
                 ("User-Agent", super::USER_AGENT.into()),
             ],
-            body: body.to_string(),
+            body: body.finish(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Amazon SES v2: `POST /v2/email/outbound-emails` (SendEmail) with a JSON body, signed with SigV4 for `ses`.
 
 use super::sigv4::{self, AwsCredentials};
-use super::ProviderRequest;
+use super::{quote, JsonObject, ProviderRequest};
 use crate::domain::UnixTime;
 use crate::login::Message;
 
@@ -21,19 +21,17 @@ pub struct Ses {
 impl Ses {
     /// The signed request; `None` when the API root is not an absolute http(s) URL.
     pub fn request(&self, message: &Message, now: UnixTime) -> Option<ProviderRequest> {
-        let part = |data: &str| serde_json::json!({ "Data": data, "Charset": "UTF-8" });
-        let body = serde_json::json!({
-            "FromEmailAddress": self.from,
-            "Destination": { "ToAddresses": [message.to.value()] },
-            "Content": { "Simple": {
-                "Subject": part(&message.subject),
-                "Body": { "Text": part(&message.text), "Html": part(&message.html) },
-            } },
-        });
+        let part = |data: &str| JsonObject::new().text("Data", data).text("Charset", "UTF-8").finish();
+        let bodies = JsonObject::new().raw("Text", &part(&message.text)).raw("Html", &part(&message.html)).finish();
+        let simple = JsonObject::new().raw("Subject", &part(&message.subject)).raw("Body", &bodies).finish();
+        let body = JsonObject::new()
+            .text("FromEmailAddress", &self.from)
+            .raw("Destination", &format!("{{\"ToAddresses\":[{}]}}", quote(message.to.value())))
+            .raw("Content", &format!("{{\"Simple\":{simple}}}"));
         let mut request = ProviderRequest {
             url: format!("{}/v2/email/outbound-emails", self.api_base.trim_end_matches('/')),
             headers: vec![("Content-Type", "application/json".into()), ("User-Agent", super::USER_AGENT.into())],
-            body: body.to_string(),
+            body: body.finish(),
         };
         sigv4::sign(&mut request, &self.credentials, "ses", now)?;
         Some(request)

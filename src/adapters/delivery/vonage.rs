@@ -1,7 +1,7 @@
 //! Vonage Messages API: `POST /v1/messages`, HTTP Basic auth with the API key and secret, a JSON body with
 //! `channel: sms`. Numbers are written without the leading `+`. It answers 202 with a `message_uuid`.
 
-use super::{basic_auth, ProviderRequest};
+use super::{basic_auth, JsonObject, ProviderRequest};
 use crate::login::Message;
 
 pub const NAME: &str = "vonage";
@@ -17,13 +17,12 @@ pub struct Vonage {
 
 impl Vonage {
     pub fn request(&self, message: &Message) -> ProviderRequest {
-        let body = serde_json::json!({
-            "message_type": "text",
-            "channel": "sms",
-            "to": message.to.value().trim_start_matches('+'),
-            "from": self.from.trim_start_matches('+'),
-            "text": message.text,
-        });
+        let body = JsonObject::new()
+            .text("message_type", "text")
+            .text("channel", "sms")
+            .text("to", message.to.value().trim_start_matches('+'))
+            .text("from", self.from.trim_start_matches('+'))
+            .text("text", &message.text);
         ProviderRequest {
             url: format!("{}/v1/messages", self.api_base.trim_end_matches('/')),
             headers: vec![
@@ -32,7 +31,7 @@ impl Vonage {
                 ("Accept", "application/json".into()),
                 ("User-Agent", super::USER_AGENT.into()),
             ],
-            body: body.to_string(),
+            body: body.finish(),
         }
     }
 }
