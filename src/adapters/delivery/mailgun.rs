@@ -1,11 +1,23 @@
 //! Mailgun: `POST /v3/{domain}/messages`, HTTP Basic auth with the user `api` and the API key, a form body.
 //! EU domains use the API root `https://api.eu.mailgun.net`.
 
-use super::{basic_auth, ProviderRequest};
+use super::{basic_auth, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "mailgun";
 pub const DEFAULT_API_BASE: &str = "https://api.mailgun.net";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "MAILGUN_API_BASE",
+    settings: &["MAILGUN_API_KEY", "MAILGUN_DOMAIN", "EMAIL_FROM"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [api_key, domain, from] = values.try_into().ok()?;
+        Some(Mailgun { api_base, api_key, domain, from }.request(message))
+    },
+};
 
 pub struct Mailgun {
     pub api_base: String,

@@ -24,10 +24,9 @@ use worker::wasm_bindgen::JsValue;
 use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::adapters::runtime::WorkerClock;
-use crate::domain::Channel;
+use crate::domain::{Channel, UnixTime};
 use crate::login::{Clock, DeliveryError, DeliveryReport, Message, Notifier};
 use console::Console;
-use sigv4::AwsCredentials;
 
 /// Sent on every provider call: Resend refuses requests without a `User-Agent` (403), and workerd's `fetch` sets none.
 pub const USER_AGENT: &str = concat!("edge-otp-login/", env!("CARGO_PKG_VERSION"));
@@ -116,8 +115,12 @@ pub fn provider_list<P: Copy + PartialEq>(
             Some(p) if !list.contains(&p) => list.push(p),
             Some(_) => return Err(format!("{entry:?} is listed twice")),
             None => {
-                let names: Vec<&str> = all.iter().map(|p| name(*p)).collect();
-                return Err(format!("{entry:?} is not one of: {}", names.join(", ")));
+                let mut names = String::new();
+                for p in all {
+                    names.push_str(if names.is_empty() { "" } else { ", " });
+                    names.push_str(name(*p));
+                }
+                return Err(format!("{entry:?} is not one of: {names}"));
             }
         }
     }
@@ -138,121 +141,58 @@ pub fn setting(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string()).filter(|v| !v.trim().is_empty())
 }
 
+/// What a provider needs from the environment and how it turns that into its API request. One table entry per
+/// provider (`<provider>::SETUP`) keeps the reading of settings in one place instead of once per provider.
+pub struct Setup {
+    pub name: &'static str,
+    /// The var that overrides the API root.
+    pub api_base_var: &'static str,
+    /// Required secrets and vars, read in this order; a missing one fails the attempt.
+    pub settings: &'static [&'static str],
+    /// Optional vars and their defaults, read after `settings`.
+    pub optional: &'static [(&'static str, &'static str)],
+    /// The API root when `api_base_var` is not set, from the values read.
+    pub default_api_base: fn(&[String]) -> String,
+    /// The request from the API root, the values read (in order) and the time; `None` when the API root is not
+    /// usable (SigV4 signs an absolute http(s) URL).
+    pub build: fn(String, Vec<String>, &Message, UnixTime) -> Option<ProviderRequest>,
+}
+
 impl Delivery {
-    fn secret(&self, provider: &'static str, name: &'static str) -> Result<String, DeliveryError> {
-        setting(&self.env, name)
-            .ok_or_else(|| DeliveryError { provider, reason: format!("configuration: {name} is not set") })
-    }
-
-    fn api_base(&self, name: &'static str, default: impl FnOnce() -> String) -> String {
-        setting(&self.env, name).unwrap_or_else(default)
-    }
-
-    fn aws(&self, provider: &'static str) -> Result<AwsCredentials, DeliveryError> {
-        Ok(AwsCredentials {
-            access_key_id: self.secret(provider, "AWS_ACCESS_KEY_ID")?,
-            secret_access_key: self.secret(provider, "AWS_SECRET_ACCESS_KEY")?,
-            region: self.secret(provider, "AWS_REGION")?,
-        })
-    }
-
-    fn email_request(&self, provider: EmailProvider, message: &Message) -> Result<ProviderRequest, DeliveryError> {
-        let name = provider.name();
-        let from = || self.secret(name, "EMAIL_FROM");
-        Ok(match provider {
-            EmailProvider::Resend => resend::Resend {
-                api_base: self.api_base("RESEND_API_BASE", || resend::DEFAULT_API_BASE.into()),
-                api_key: self.secret(name, "RESEND_API_KEY")?,
-                from: from()?,
-            }
-            .request(message),
-            EmailProvider::SendGrid => sendgrid::SendGrid {
-                api_base: self.api_base("SENDGRID_API_BASE", || sendgrid::DEFAULT_API_BASE.into()),
-                api_key: self.secret(name, "SENDGRID_API_KEY")?,
-                from: from()?,
-            }
-            .request(message),
-            EmailProvider::Mailgun => mailgun::Mailgun {
-                api_base: self.api_base("MAILGUN_API_BASE", || mailgun::DEFAULT_API_BASE.into()),
-                api_key: self.secret(name, "MAILGUN_API_KEY")?,
-                domain: self.secret(name, "MAILGUN_DOMAIN")?,
-                from: from()?,
-            }
-            .request(message),
-            EmailProvider::Postmark => postmark::Postmark {
-                api_base: self.api_base("POSTMARK_API_BASE", || postmark::DEFAULT_API_BASE.into()),
-                server_token: self.secret(name, "POSTMARK_SERVER_TOKEN")?,
-                from: from()?,
-                message_stream: setting(&self.env, "POSTMARK_MESSAGE_STREAM")
-                    .unwrap_or_else(|| postmark::DEFAULT_STREAM.into()),
-            }
-            .request(message),
-            EmailProvider::Ses => {
-                let credentials = self.aws(name)?;
-                let api_base = self.api_base("SES_API_BASE", || ses::default_api_base(&credentials.region));
-                ses::Ses { api_base, credentials, from: from()? }
-                    .request(message, WorkerClock.now())
-                    .ok_or_else(|| bad_api_base(name, "SES_API_BASE"))?
-            }
-            EmailProvider::Console => unreachable_console(name)?,
-        })
-    }
-
-    fn sms_request(&self, provider: SmsProvider, message: &Message) -> Result<ProviderRequest, DeliveryError> {
-        let name = provider.name();
-        Ok(match provider {
-            SmsProvider::Twilio => twilio::Twilio {
-                api_base: self.api_base("TWILIO_API_BASE", || twilio::DEFAULT_API_BASE.into()),
-                account_sid: self.secret(name, "TWILIO_ACCOUNT_SID")?,
-                auth_token: self.secret(name, "TWILIO_AUTH_TOKEN")?,
-                from_number: self.secret(name, "TWILIO_FROM_NUMBER")?,
-            }
-            .request(message),
-            SmsProvider::Vonage => vonage::Vonage {
-                api_base: self.api_base("VONAGE_API_BASE", || vonage::DEFAULT_API_BASE.into()),
-                api_key: self.secret(name, "VONAGE_API_KEY")?,
-                api_secret: self.secret(name, "VONAGE_API_SECRET")?,
-                from: self.secret(name, "VONAGE_FROM")?,
-            }
-            .request(message),
-            SmsProvider::Plivo => plivo::Plivo {
-                api_base: self.api_base("PLIVO_API_BASE", || plivo::DEFAULT_API_BASE.into()),
-                auth_id: self.secret(name, "PLIVO_AUTH_ID")?,
-                auth_token: self.secret(name, "PLIVO_AUTH_TOKEN")?,
-                from: self.secret(name, "PLIVO_FROM_NUMBER")?,
-            }
-            .request(message),
-            SmsProvider::Sns => {
-                let credentials = self.aws(name)?;
-                let api_base = self.api_base("SNS_API_BASE", || sns::default_api_base(&credentials.region));
-                sns::Sns { api_base, credentials }
-                    .request(message, WorkerClock.now())
-                    .ok_or_else(|| bad_api_base(name, "SNS_API_BASE"))?
-            }
-            SmsProvider::Console => unreachable_console(name)?,
-        })
+    /// The provider's request, or why it cannot be made (a missing setting, an unusable API root).
+    fn request(&self, setup: &Setup, message: &Message) -> Result<ProviderRequest, DeliveryError> {
+        let failed =
+            |reason: String| DeliveryError { provider: setup.name, reason: format!("configuration: {reason}") };
+        let mut values = Vec::with_capacity(setup.settings.len() + setup.optional.len());
+        for name in setup.settings {
+            values.push(setting(&self.env, name).ok_or_else(|| failed(format!("{name} is not set")))?);
+        }
+        for (name, default) in setup.optional {
+            values.push(setting(&self.env, name).unwrap_or_else(|| (*default).to_owned()));
+        }
+        let api_base = setting(&self.env, setup.api_base_var).unwrap_or_else(|| (setup.default_api_base)(&values));
+        (setup.build)(api_base, values, message, WorkerClock.now())
+            .ok_or_else(|| failed(format!("{} is not an absolute http(s) URL without a query", setup.api_base_var)))
     }
 
     async fn attempt(&self, provider: Provider, message: &Message) -> Result<(), DeliveryError> {
-        let request = match provider {
+        let setup = match provider {
             Provider::Email(EmailProvider::Console) | Provider::Sms(SmsProvider::Console) => {
                 Console.print(message);
                 return Ok(());
             }
-            Provider::Email(p) => self.email_request(p, message)?,
-            Provider::Sms(p) => self.sms_request(p, message)?,
+            Provider::Email(EmailProvider::Resend) => &resend::SETUP,
+            Provider::Email(EmailProvider::SendGrid) => &sendgrid::SETUP,
+            Provider::Email(EmailProvider::Mailgun) => &mailgun::SETUP,
+            Provider::Email(EmailProvider::Postmark) => &postmark::SETUP,
+            Provider::Email(EmailProvider::Ses) => &ses::SETUP,
+            Provider::Sms(SmsProvider::Twilio) => &twilio::SETUP,
+            Provider::Sms(SmsProvider::Vonage) => &vonage::SETUP,
+            Provider::Sms(SmsProvider::Plivo) => &plivo::SETUP,
+            Provider::Sms(SmsProvider::Sns) => &sns::SETUP,
         };
-        post(provider.name(), request).await
+        post(setup.name, self.request(setup, message)?).await
     }
-}
-
-fn bad_api_base(provider: &'static str, var: &str) -> DeliveryError {
-    DeliveryError { provider, reason: format!("configuration: {var} is not an absolute http(s) URL without a query") }
-}
-
-/// Console delivery never builds a request; [`Delivery::attempt`] prints it before getting here.
-fn unreachable_console(provider: &'static str) -> Result<ProviderRequest, DeliveryError> {
-    Err(DeliveryError { provider, reason: "the console provider makes no HTTP request".into() })
 }
 
 /// One provider of either channel.

@@ -1,11 +1,23 @@
 //! Plivo: `POST /v1/Account/{auth_id}/Message/`, HTTP Basic auth with the Auth ID and token, a JSON body.
 //! It answers 202 with `message_uuid`.
 
-use super::{basic_auth, JsonObject, ProviderRequest};
+use super::{basic_auth, JsonObject, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "plivo";
 pub const DEFAULT_API_BASE: &str = "https://api.plivo.com";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "PLIVO_API_BASE",
+    settings: &["PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_FROM_NUMBER"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [auth_id, auth_token, from] = values.try_into().ok()?;
+        Some(Plivo { api_base, auth_id, auth_token, from }.request(message))
+    },
+};
 
 pub struct Plivo {
     pub api_base: String,

@@ -1,12 +1,24 @@
 //! Postmark: `POST /email` with the server token in `X-Postmark-Server-Token` and a JSON body.
 
-use super::{JsonObject, ProviderRequest};
+use super::{JsonObject, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "postmark";
 pub const DEFAULT_API_BASE: &str = "https://api.postmarkapp.com";
 /// Postmark's default transactional stream.
 pub const DEFAULT_STREAM: &str = "outbound";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "POSTMARK_API_BASE",
+    settings: &["POSTMARK_SERVER_TOKEN", "EMAIL_FROM"],
+    optional: &[("POSTMARK_MESSAGE_STREAM", DEFAULT_STREAM)],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [server_token, from, message_stream] = values.try_into().ok()?;
+        Some(Postmark { api_base, server_token, from, message_stream }.request(message))
+    },
+};
 
 pub struct Postmark {
     pub api_base: String,

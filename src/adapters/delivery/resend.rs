@@ -1,10 +1,22 @@
 //! Resend: `POST /emails` with a Bearer API key and a JSON body.
 
-use super::{quote, JsonObject, ProviderRequest};
+use super::{quote, JsonObject, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "resend";
 pub const DEFAULT_API_BASE: &str = "https://api.resend.com";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "RESEND_API_BASE",
+    settings: &["RESEND_API_KEY", "EMAIL_FROM"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [api_key, from] = values.try_into().ok()?;
+        Some(Resend { api_base, api_key, from }.request(message))
+    },
+};
 
 pub struct Resend {
     pub api_base: String,

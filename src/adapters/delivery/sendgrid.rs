@@ -1,11 +1,23 @@
 //! SendGrid (Twilio SendGrid) v3 Mail Send: `POST /v3/mail/send` with a Bearer API key and a JSON body of
 //! personalizations, sender and content parts. It answers 202 with no body.
 
-use super::{split_sender, JsonObject, ProviderRequest};
+use super::{split_sender, JsonObject, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "sendgrid";
 pub const DEFAULT_API_BASE: &str = "https://api.sendgrid.com";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "SENDGRID_API_BASE",
+    settings: &["SENDGRID_API_KEY", "EMAIL_FROM"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [api_key, from] = values.try_into().ok()?;
+        Some(SendGrid { api_base, api_key, from }.request(message))
+    },
+};
 
 pub struct SendGrid {
     pub api_base: String,

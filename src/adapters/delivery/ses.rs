@@ -1,7 +1,7 @@
 //! Amazon SES v2: `POST /v2/email/outbound-emails` (SendEmail) with a JSON body, signed with SigV4 for `ses`.
 
 use super::sigv4::{self, AwsCredentials};
-use super::{quote, JsonObject, ProviderRequest};
+use super::{quote, JsonObject, ProviderRequest, Setup};
 use crate::domain::UnixTime;
 use crate::login::Message;
 
@@ -11,6 +11,19 @@ pub const NAME: &str = "ses";
 pub fn default_api_base(region: &str) -> String {
     format!("https://email.{region}.amazonaws.com")
 }
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "SES_API_BASE",
+    settings: &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "EMAIL_FROM"],
+    optional: &[],
+    default_api_base: |values| default_api_base(&values[2]),
+    build: |api_base, values, message, now| {
+        let [access_key_id, secret_access_key, region, from] = values.try_into().ok()?;
+        let credentials = AwsCredentials { access_key_id, secret_access_key, region };
+        Ses { api_base, credentials, from }.request(message, now)
+    },
+};
 
 pub struct Ses {
     pub api_base: String,

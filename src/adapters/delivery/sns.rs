@@ -2,7 +2,7 @@
 //! SigV4 for `sns`, sent as a transactional SMS.
 
 use super::sigv4::{self, AwsCredentials};
-use super::ProviderRequest;
+use super::{ProviderRequest, Setup};
 use crate::domain::UnixTime;
 use crate::login::Message;
 
@@ -12,6 +12,18 @@ pub const NAME: &str = "sns";
 pub fn default_api_base(region: &str) -> String {
     format!("https://sns.{region}.amazonaws.com")
 }
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "SNS_API_BASE",
+    settings: &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"],
+    optional: &[],
+    default_api_base: |values| default_api_base(&values[2]),
+    build: |api_base, values, message, now| {
+        let [access_key_id, secret_access_key, region] = values.try_into().ok()?;
+        Sns { api_base, credentials: AwsCredentials { access_key_id, secret_access_key, region } }.request(message, now)
+    },
+};
 
 pub struct Sns {
     pub api_base: String,

@@ -1,10 +1,22 @@
 //! Twilio: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, HTTP Basic auth, a form-encoded body.
 
-use super::{basic_auth, ProviderRequest};
+use super::{basic_auth, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "twilio";
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "TWILIO_API_BASE",
+    settings: &["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [account_sid, auth_token, from_number] = values.try_into().ok()?;
+        Some(Twilio { api_base, account_sid, auth_token, from_number }.request(message))
+    },
+};
 
 pub struct Twilio {
     pub api_base: String,

@@ -1,11 +1,23 @@
 //! Vonage Messages API: `POST /v1/messages`, HTTP Basic auth with the API key and secret, a JSON body with
 //! `channel: sms`. Numbers are written without the leading `+`. It answers 202 with a `message_uuid`.
 
-use super::{basic_auth, JsonObject, ProviderRequest};
+use super::{basic_auth, JsonObject, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "vonage";
 pub const DEFAULT_API_BASE: &str = "https://api.nexmo.com";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "VONAGE_API_BASE",
+    settings: &["VONAGE_API_KEY", "VONAGE_API_SECRET", "VONAGE_FROM"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [api_key, api_secret, from] = values.try_into().ok()?;
+        Some(Vonage { api_base, api_key, api_secret, from }.request(message))
+    },
+};
 
 pub struct Vonage {
     pub api_base: String,
