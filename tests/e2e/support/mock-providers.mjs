@@ -814,6 +814,9 @@ export async function startMockProviders(options = {}) {
       res.writeHead(result.status, {
         "Content-Type": result.contentType ?? "application/json; charset=utf-8",
         "Content-Length": Buffer.byteLength(payload),
+        // No connection reuse: a kept-alive connection that the server closes for idleness just as workerd sends the
+        // next request on it fails that request with a network error (a real failover, but not the one under test).
+        Connection: "close",
         ...(result.headers ?? {}),
       });
       res.end(payload);
