@@ -113,7 +113,7 @@ impl Config {
             sms_origin: setting(env, "SMS_ORIGIN_DOMAIN").map(|d| d.trim().to_ascii_lowercase()),
             sms_app_hash: setting(env, "SMS_APP_HASH").map(|h| h.trim().to_owned()),
         };
-        check_sms_autofill(&messages).map_err(ConfigError)?;
+        messages.check().map_err(ConfigError)?;
         let rules = TestLoginRules {
             production,
             allowed_in_production: setting(env, "TEST_LOGINS_IN_PRODUCTION").is_some_and(|v| v.trim() == "allow"),
@@ -161,51 +161,5 @@ impl Config {
             sms_providers,
             test_logins,
         })
-    }
-}
-
-/// `SMS_ORIGIN_DOMAIN` must be a bare host name (the origin-bound line is `@host #code`), `SMS_APP_HASH` the
-/// 11-character hash Android's SMS Retriever computes.
-fn check_sms_autofill(messages: &MessageSettings) -> Result<(), String> {
-    if let Some(host) = &messages.sms_origin {
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        };
-        if host.len() > 253 || !host.contains('.') || !host.split('.').all(label_ok) {
-            return Err(format!("SMS_ORIGIN_DOMAIN {host:?} is not a host name like app.example.com"));
-        }
-    }
-    if let Some(hash) = &messages.sms_app_hash {
-        if hash.len() != 11 || !hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
-            return Err("SMS_APP_HASH must be the 11-character app hash of Android's SMS Retriever".into());
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(origin: Option<&str>, hash: Option<&str>) -> MessageSettings {
-        MessageSettings {
-            app_name: "CRM".into(),
-            sms_origin: origin.map(Into::into),
-            sms_app_hash: hash.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn the_sms_autofill_settings_must_be_a_host_name_and_an_app_hash() {
-        assert!(check_sms_autofill(&settings(Some("app.example.com"), Some("FA+9qCX9VSu"))).is_ok());
-        assert!(check_sms_autofill(&settings(None, None)).is_ok());
-        for bad in ["https://app.example.com", "localhost", "app.example.com/login", "-a.example.com", "a..b"] {
-            assert!(check_sms_autofill(&settings(Some(bad), None)).is_err(), "{bad}");
-        }
-        assert!(check_sms_autofill(&settings(None, Some("short"))).is_err());
     }
 }

@@ -27,6 +27,31 @@ pub struct MessageSettings {
     pub sms_app_hash: Option<String>,
 }
 
+impl MessageSettings {
+    /// `sms_origin` must be a bare host name (the origin-bound line is `@host #code`), `sms_app_hash` the
+    /// 11-character hash Android's SMS Retriever computes.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(host) = &self.sms_origin {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if host.len() > 253 || !host.contains('.') || !host.split('.').all(label_ok) {
+                return Err(format!("SMS_ORIGIN_DOMAIN {host:?} is not a host name like app.example.com"));
+            }
+        }
+        if let Some(hash) = &self.sms_app_hash {
+            if hash.len() != 11 || !hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
+                return Err("SMS_APP_HASH must be the 11-character app hash of Android's SMS Retriever".into());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The languages messages are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
@@ -238,6 +263,21 @@ mod tests {
         }
         let plain = Message::one_time_code(&settings("CRM"), &phone(), &code(), 10, Language::English);
         assert!(!plain.text.contains('@') && !plain.text.contains('#'));
+    }
+
+    #[test]
+    fn the_sms_autofill_settings_must_be_a_host_name_and_an_app_hash() {
+        let with = |origin: Option<&str>, hash: Option<&str>| MessageSettings {
+            app_name: "CRM".into(),
+            sms_origin: origin.map(Into::into),
+            sms_app_hash: hash.map(Into::into),
+        };
+        assert!(with(Some("app.example.com"), Some("FA+9qCX9VSu")).check().is_ok());
+        assert!(with(None, None).check().is_ok());
+        for bad in ["https://app.example.com", "localhost", "app.example.com/login", "-a.example.com", "a..b"] {
+            assert!(with(Some(bad), None).check().is_err(), "{bad}");
+        }
+        assert!(with(None, Some("short")).check().is_err());
     }
 
     #[test]
