@@ -238,6 +238,12 @@ async function noopScenario(noop) {
   return summarize("no-op worker (ceiling)", result);
 }
 
+/** One storage call in the no-op Worker, priced by its server CPU over the no-op's (half the duration each). */
+async function calibrationScenario(noop, route) {
+  const result = await cannon(noop.url, { method: "GET", path: route, duration: Math.max(1, Math.round(DURATION_S / 2)) });
+  return summarize(`no-op + one ${route.slice(1)}`, result);
+}
+
 async function generateScenario(service) {
   const result = await cannon(service.url, {
     requests: [
@@ -468,6 +474,11 @@ async function main() {
     const noop = await startNoop();
     cleanup.push(() => noop.stop());
 
+    // Warm-up, not measured: the first requests of an isolate pay for JIT compilation in workerd and the proxy.
+    const warmUp = { duration: 2, connections: Math.min(4, CONNECTIONS) };
+    await cannon(noop.url, { method: "GET", path: PATHS.me, ...warmUp });
+    await cannon(service.url, { method: "GET", path: PATHS.me, ...warmUp });
+
     const results = [];
     const ceiling = await measured(noop, () => noopScenario(noop));
     results.push(ceiling);
@@ -482,6 +493,10 @@ async function main() {
     // Per whole login: the server's CPU includes each login's share of the deliveries and audit rows.
     const flow = await measured(service, () => flowScenario(service, mock), (r) => r.flows);
     results.push(flow);
+    const calibration = [];
+    for (const route of ["/no-op", "/kv-read", "/kv-write", "/d1-query"]) {
+      calibration.push(await measured(noop, () => calibrationScenario(noop, route)));
+    }
 
     console.log("");
     console.log(report(results, ceiling, flow));
@@ -489,6 +504,17 @@ async function main() {
     console.log("  server CPU ms: CPU time of the dev server's processes (wrangler, workerd) per request, or per login on");
     console.log("  the flows row (including its delivery and audit rows); load gen CPU ms: this process (autocannon and");
     console.log("  the mock provider) per request.");
+
+    console.log("");
+    console.log("what one storage call costs in this runtime (the no-op Worker making it, right after a no-op baseline):");
+    const [baseline, ...calls] = calibration;
+    console.log(`  ${"no-op baseline".padEnd(22)} ${fmt(baseline.rps).padStart(7)} req/s  ${fmt(baseline.serverCpuMs, 2)} ms CPU/req`);
+    for (const c of calls) {
+      const extra = c.serverCpuMs - baseline.serverCpuMs;
+      console.log(`  ${c.name.padEnd(22)} ${fmt(c.rps).padStart(7)} req/s  ${fmt(c.serverCpuMs, 2)} ms CPU/req: ` +
+        `${extra >= 0 ? "+" : ""}${fmt(extra, 2)} ms = ${fmt(extra / baseline.serverCpuMs, 2)} no-op requests` +
+        (c.errors ? `  (${c.errors} errors)` : ""));
+    }
 
     const me = results.find((r) => r.name.startsWith("me/"));
     const meRatio = me.rps / ceiling.rps;
