@@ -272,7 +272,10 @@ async function settleDeliveries(mock, quietMs = 1500, maxMs = 60_000) {
 /** The newest code each bench employee received: a live code per employee (a refused request sends nothing). */
 function liveCodes(mock) {
   const latest = new Map();
-  for (const m of mock.messages) if (m.code && /^bench\d+@/.test(m.to)) latest.set(m.to, m.code);
+  for (const m of mock.messages) {
+    const to = [].concat(m.to)[0];
+    if (m.code && /^bench\d+@/.test(to ?? "")) latest.set(to, m.code);
+  }
   return [...latest].map(([email, code]) => ({ email, code }));
 }
 
