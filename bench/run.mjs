@@ -214,8 +214,10 @@ function cannon(url, options) {
   });
 }
 
-function summarize(name, result, extra = {}) {
+/** Errors: answers other than `expectStatus` (2xx by default), socket errors and timeouts. */
+function summarize(name, result, { expectStatus, ...extra } = {}) {
   const completed = result["1xx"] + result["2xx"] + result["3xx"] + result["4xx"] + result["5xx"];
+  const unexpected = expectStatus ? completed - (result.statusCodeStats?.[expectStatus]?.count ?? 0) : result.non2xx;
   const seconds = result.duration;
   return {
     name,
@@ -224,7 +226,7 @@ function summarize(name, result, extra = {}) {
     rps: completed / seconds,
     p50: result.latency.p50,
     p99: result.latency.p99,
-    errors: result.non2xx + result.errors + result.timeouts,
+    errors: unexpected + result.errors + result.timeouts,
     ...extra,
   };
 }
@@ -242,6 +244,12 @@ async function noopScenario(noop) {
 async function calibrationScenario(noop, route) {
   const result = await cannon(noop.url, { method: "GET", path: route, duration: Math.max(1, Math.round(DURATION_S / 2)) });
   return summarize(`no-op + one ${route.slice(1)}`, result);
+}
+
+/** The service's own fixed cost: an unknown path answers 404 before any storage call. */
+async function notFoundScenario(service) {
+  const result = await cannon(service.url, { method: "GET", path: "/auth/api/mobile/nothing/" });
+  return summarize("service 404 (no storage)", result, { expectStatus: 404 });
 }
 
 async function generateScenario(service) {
@@ -485,6 +493,7 @@ async function main() {
     const results = [];
     const ceiling = await measured(noop, () => noopScenario(noop));
     results.push(ceiling);
+    results.push(await measured(service, () => notFoundScenario(service)));
     results.push(await measured(service, () => generateScenario(service)));
     await settleDeliveries(mock);
     const tokens = [];
