@@ -8,14 +8,13 @@ mod gateway;
 #[cfg(test)]
 mod properties;
 
-use std::rc::Rc;
-
 use serde_json::{json, Value};
 use worker::{event, Context, Env, Method, Request, Response, ScheduleContext, ScheduledEvent};
 
 use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
 use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
+use crate::adapters::meter::Meter;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
 use crate::login::{Authenticated, ClientIp, Clock, Device, Login, LoginGrant, PendingCode, SessionInfo};
@@ -59,6 +58,21 @@ impl Route {
         }
     }
 
+    /// The path segment, as named in logs.
+    fn name(self) -> &'static str {
+        match self {
+            Route::GenerateOtp => "generate-otp",
+            Route::ResendOtp => "resend-otp",
+            Route::VerifyOtp => "verify-otp",
+            Route::Refresh => "refresh",
+            Route::Logout => "logout",
+            Route::LogoutAll => "logout-all",
+            Route::Me => "me",
+            Route::Sessions => "sessions",
+            Route::Session(_) => "session",
+        }
+    }
+
     fn method(self) -> Method {
         match self {
             Route::Me | Route::Sessions => Method::Get,
@@ -92,7 +106,7 @@ fn start() {
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let purged = async {
         let config = Config::load(&env).map_err(|e| e.to_string())?;
-        let db = D1(Rc::new(env.d1("DB").map_err(|e| e.to_string())?));
+        let db = D1::new(env.d1("DB").map_err(|e| e.to_string())?, Meter::new(false));
         let (events, sessions) = (config.event_retention_seconds, config.session_retention_seconds);
         db.purge(WorkerClock.now(), &config.policy, events, sessions).await.map_err(|e| e.0)
     };
@@ -116,12 +130,21 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         Err(e) => return Ok(ApiError::internal("configuration", &e).response()),
     };
     let preflight = req.method() == Method::Options;
-    let response = match handle(&mut req, &env, &ctx, &config).await {
+    let meter = Meter::new(config.storage_metrics);
+    let response = match handle(&mut req, &env, &ctx, &config, &meter).await {
         Ok(response) => response,
         Err(error) => error.response(),
     };
+    // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is exactly the
+    // storage work on the response path; `after_response` reports the rest.
+    if let Some(ops) = meter.take() {
+        let _ = response.headers().set(STORAGE_OPS_HEADER, &ops.to_string());
+    }
     Ok(config.cors.decorate(response, origin.as_deref(), preflight))
 }
+
+/// The storage work a request did before its answer (only with `STORAGE_METRICS`, never in production).
+const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
 fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
@@ -139,12 +162,18 @@ pub(crate) fn json_response(status: u16, body: &Value) -> Response {
     response
 }
 
-async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) -> Result<Response, ApiError> {
+async fn handle(
+    req: &mut Request,
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    meter: &Meter,
+) -> Result<Response, ApiError> {
     let path = req.path();
     if !is_auth_path(&path) {
         let Some(gateway) = &config.gateway else { return Err(ApiError::NotFound) };
         let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
-        let login = edge_login(req, env, config, &client)?;
+        let login = edge_login(req, env, config, &client, meter)?;
         let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
         return gateway.forward(req, &auth.session, login.clock.now()).await;
     }
@@ -160,7 +189,8 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
     }
 
     let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
-    let login = edge_login(req, env, config, &client)?;
+    let login = edge_login(req, env, config, &client, meter)?;
+    let meter = meter.clone();
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
             let body = body::json_object(req).await?;
@@ -172,7 +202,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
                 if let Err(e) = login.deliver_code(&pending).await {
                     worker::console_error!("delivery: {e}");
                 }
-                flush_events(&login).await;
+                after_response(&login, &meter, route).await;
             });
             Ok(answer)
         }
@@ -181,20 +211,23 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
             let identifier = body::identifier(&body, &config.phone_calling_codes)?;
             let code = body::otp_code(&body)?;
             let outcome = login.verify_code(identifier, code, &client, &device(req, &client)).await;
-            flush_later(ctx, login);
+            after_later(ctx, login, meter, route);
             Ok(granted("Login successful", &outcome?))
         }
         Route::Refresh => {
             let body = body::json_object(req).await?;
             let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
             let outcome = login.refresh(&presented, &device(req, &client)).await;
-            flush_later(ctx, login);
+            after_later(ctx, login, meter, route);
             Ok(granted("Token refreshed", &outcome?))
         }
         _ => {
             let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
             let outcome = authenticated(route, &login, &auth).await;
-            flush_later(ctx, login);
+            // me/ and sessions/ record no event: nothing to defer.
+            if !matches!(route, Route::Me | Route::Sessions) {
+                after_later(ctx, login, meter, route);
+            }
             outcome
         }
     }
@@ -230,9 +263,9 @@ async fn authenticated(route: Route, login: &EdgeLogin, auth: &Authenticated) ->
     }
 }
 
-/// Writes the request's audit events after the response.
-fn flush_later(ctx: &Context, login: EdgeLogin) {
-    ctx.wait_until(async move { flush_events(&login).await });
+/// Runs [`after_response`] once the answer has gone out.
+fn after_later(ctx: &Context, login: EdgeLogin, meter: Meter, route: Route) {
+    ctx.wait_until(async move { after_response(&login, &meter, route).await });
 }
 
 /// The device a login or refresh comes from: user agent, IP, and Cloudflare's coarse geolocation.
@@ -278,9 +311,15 @@ fn session_json(session: &SessionInfo, current: i64) -> Value {
     })
 }
 
-fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> Result<EdgeLogin, ApiError> {
-    let db = D1(Rc::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?));
-    let kv = Kv(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?);
+fn edge_login(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    client: &ClientIp,
+    meter: &Meter,
+) -> Result<EdgeLogin, ApiError> {
+    let db = D1::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?, meter.clone());
+    let kv = Kv::new(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?, meter.clone());
     let origin = RequestOrigin {
         ip: Some(client.0.clone()),
         user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
@@ -306,9 +345,13 @@ fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> R
     })
 }
 
-async fn flush_events(login: &EdgeLogin) {
+/// The work after the answer: the audit events, then (with `STORAGE_METRICS`) the storage work done since the answer.
+async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
     if let Err(e) = login.events.flush().await {
         worker::console_error!("audit trail: {}", e.0);
+    }
+    if let Some(ops) = meter.take() {
+        worker::console_log!("storage-ops after-response route={} {ops}", route.name());
     }
 }
 
