@@ -185,6 +185,7 @@ fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> R
     let origin = RequestOrigin {
         ip: Some(client.0.clone()),
         user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
+        country: client_country(req),
     };
     Ok(Login {
         accounts: db.clone(),
@@ -199,6 +200,15 @@ fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> R
         hasher: config.hasher.clone(),
         app_name: config.app_name.clone(),
     })
+}
+
+/// The client's country as Cloudflare's edge geolocated it. Only `request.cf` is trusted: a `CF-IPCountry` header
+/// can be sent by anyone when the zone's IP geolocation is off, and is not needed when `cf` is there. Anything that
+/// is not a short upper-case code (Cloudflare also uses `XX` for unknown and `T1` for Tor) is dropped.
+fn client_country(req: &Request) -> Option<String> {
+    req.cf()
+        .and_then(|cf| cf.country())
+        .filter(|c| (2..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
 }
 
 async fn flush_events(login: &EdgeLogin) {
