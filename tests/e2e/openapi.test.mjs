@@ -118,6 +118,7 @@ describe("the OpenAPI document", { timeout: 300_000 }, () => {
     const smsLogin = await post(PATHS.verify, { phone_number: sms.phone, otp_code: text.code, email: null }, { ip: "198.51.100.2" });
     assert.equal(smsLogin.status, 200, describeResponse(smsLogin));
     await send("GET", PATHS.me, { token: "0".repeat(64) });
+    await post(PATHS.resend, { email: SEED.employees[8].email }, { ip: "198.51.100.5" });
   });
 
   test("describes the real client errors of every endpoint", async () => {
