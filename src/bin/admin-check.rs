@@ -26,7 +26,9 @@ fn email_problem(error: EmailError) -> &'static str {
 fn phone_problem(error: PhoneNumberError) -> &'static str {
     match error {
         PhoneNumberError::Empty => "is empty",
-        PhoneNumberError::MissingCountryCode => "needs the international form: + and the country code, e.g. +44 7700 900123",
+        PhoneNumberError::MissingCountryCode => {
+            "needs the international form: + and the country code, e.g. +44 7700 900123"
+        }
         PhoneNumberError::InvalidCharacter => "may hold only digits, spaces, dashes, dots, parentheses and a leading +",
         PhoneNumberError::WrongLength => "must have 7 to 15 digits including the country code",
         PhoneNumberError::CountryNotAllowed => "has a country code that PHONE_ALLOWED_COUNTRY_CODES does not accept",
@@ -51,8 +53,8 @@ fn check(args: &[(String, String)]) -> Result<Value, Value> {
         match flag.as_str() {
             "--email" | "--new-email" => {
                 let field = if flag == "--email" { "email" } else { "new_email" };
-                let email = Email::parse(value)
-                    .map_err(|e| invalid(field, "invalid_email", value, email_problem(e)))?;
+                let email =
+                    Email::parse(value).map_err(|e| invalid(field, "invalid_email", value, email_problem(e)))?;
                 out.insert(field.into(), email.as_str().into());
             }
             "--phone" => {
