@@ -314,6 +314,9 @@ function addUser(args) {
   );
   console.log(`admin: added ${ids.email}${group ? ` to ${group}` : ""}`);
   print(args, user, USER_COLUMNS);
+  if (!user[0]?.may_log_in) {
+    console.log(`admin: ${ids.email} cannot log in until they are in an employee group (add-to-group --group Employees)`);
+  }
 }
 
 function updateUser(args) {

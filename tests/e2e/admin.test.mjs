@@ -160,6 +160,8 @@ describe("administration and audit", { timeout: 900_000 }, () => {
       assert.equal(r.status, 2, `admin ${args.join(" ")} is a usage error: ${r.stderr}`);
       assert.match(r.stderr, /Usage: npm run admin/);
     }
+    const remoteAndLocal = await admin("list", "--remote");
+    assert.equal(remoteAndLocal.status, 2, "--remote and --persist-to together are refused");
     assert.deepEqual(await worker.d1("SELECT count(*) AS n FROM users"), before, "no user was added by any refused call");
     assert.equal((await worker.d1("SELECT count(*) AS n FROM users WHERE email = 'ok@example.com'"))[0].n, 0);
   });
