@@ -80,7 +80,8 @@ SELECT c.identifier,
        datetime(c.last_failed_at + 900, 'unixepoch') AS locked_until
 FROM otp_challenges c
 LEFT JOIN profiles p ON c.identifier = 'sms:' || p.phone_number
-LEFT JOIN users u ON u.id = COALESCE(p.user_id, (SELECT id FROM users WHERE 'email:' || email = c.identifier))
+LEFT JOIN users u ON u.id = COALESCE(p.user_id,
+    (SELECT id FROM users WHERE substr(c.identifier, 1, 6) = 'email:' AND email = substr(c.identifier, 7)))
 WHERE c.failed_attempts >= 3 AND c.last_failed_at > unixepoch() - 900;
 
 -- ---- Admin changes: write-only views, one statement each ---------------------------------------------------------
