@@ -101,9 +101,10 @@ function parseArgs(argv) {
       const spec = COMMANDS[args.command] ?? {};
       const takesValue = name === "persist-to" || (spec.values ?? []).includes(name);
       if (!takesValue) {
-        if (!(spec.flags ?? []).includes(name) || eq !== -1) {
+        if (!(spec.flags ?? []).includes(name)) {
           throw new UsageError(args.command ? `${args.command} does not take --${name}` : `unknown option --${name}`);
         }
+        if (eq !== -1) throw new UsageError(`--${name} takes no value`);
         args.flags.add(name);
         continue;
       }
@@ -140,7 +141,6 @@ function text(args, name, { optional = true } = {}) {
   if (raw === undefined) return null;
   const value = raw.trim();
   if ([...value].length > MAX_TEXT) throw new AdminError(`--${name} is longer than ${MAX_TEXT} characters`);
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(value)) throw new AdminError(`--${name} contains a control character`);
   return value;
 }
@@ -454,11 +454,7 @@ function main() {
   let args;
   try {
     args = parseArgs(process.argv.slice(2));
-    const spec = COMMANDS[args.command];
-    for (const name of args.values.keys()) {
-      if (!(spec.values ?? []).includes(name)) throw new UsageError(`${args.command} does not take --${name}`);
-    }
-    spec.run(args);
+    COMMANDS[args.command].run(args);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`admin: ${err.message}\n\n${USAGE}\n`);
