@@ -234,7 +234,8 @@ describe("administration and audit", { timeout: 900_000 }, () => {
     await logIn(v.email, ip);
 
     const revoked = await worker.d1(
-      `SELECT u.email, e.detail FROM login_events e JOIN users u ON u.id = e.user_id WHERE e.event = 'revoked' ORDER BY e.id`,
+      `SELECT u.email, e.detail FROM login_events e JOIN users u ON u.id = e.user_id
+       WHERE e.event = 'revoked' AND e.detail LIKE 'admin: %' ORDER BY e.id`,
     );
     assert.deepEqual(revoked, [
       { email: u.email, detail: "admin: removed from group Employees" },
