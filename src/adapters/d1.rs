@@ -64,7 +64,7 @@ macro_rules! user_query {
     ($filter:literal) => {
         concat!(
             "SELECT u.id, u.email, u.first_name, u.last_name, u.is_active, ",
-            "p.phone_number, p.branch, p.designation, ",
+            "p.phone_number, p.branch, p.designation, p.locale, ",
             "(SELECT json_group_array(name) FROM (SELECT g.name FROM user_groups ug JOIN groups g ",
             "ON g.id = ug.group_id WHERE ug.user_id = u.id ORDER BY g.name)) AS groups, ",
             "EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id ",
@@ -89,6 +89,7 @@ struct UserRow {
     phone_number: Option<String>,
     branch: Option<String>,
     designation: Option<String>,
+    locale: Option<String>,
     groups: String,
     is_employee: i64,
 }
@@ -106,6 +107,7 @@ impl UserRow {
                 phone_number: self.phone_number,
                 branch: self.branch.unwrap_or_default(),
                 designation: self.designation.unwrap_or_default(),
+                locale: self.locale,
             },
             groups,
             in_employee_group: self.is_employee != 0,
@@ -358,7 +360,7 @@ impl Challenges for D1 {
         if first::<IdRow>(&results, 0)?.is_none() {
             return Ok(Redemption::AlreadyUsed);
         }
-        Ok(Redemption::Redeemed(user_from(first::<UserRow>(&results, 1)?)?))
+        Ok(Redemption::Redeemed(user_from(first::<UserRow>(&results, 1)?)?.map(Box::new)))
     }
 }
 

@@ -4,6 +4,7 @@
 mod code;
 mod email;
 mod identifier;
+mod locale;
 mod phone;
 mod time;
 mod token;
@@ -12,8 +13,9 @@ mod user;
 pub use code::{ChallengeId, CodeHasher, OtpCode, OtpCodeError};
 pub use email::{Email, EmailError};
 pub use identifier::{Channel, Identifier};
+pub use locale::{Locale, LocaleError};
 pub use phone::{PhoneNumber, PhoneNumberError};
-pub use time::UnixTime;
+pub use time::{CivilTime, UnixTime};
 pub use token::{Token, TokenDigest, TokenError};
 pub use user::{Profile, User};
 

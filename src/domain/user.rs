@@ -19,6 +19,8 @@ pub struct Profile {
     pub phone_number: Option<String>,
     pub branch: String,
     pub designation: String,
+    /// The language the user's codes are written in when a request names none (`profiles.locale`).
+    pub locale: Option<String>,
 }
 
 impl User {

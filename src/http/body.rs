@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use worker::Request;
 
 use super::error::ApiError;
-use crate::domain::{Email, Identifier, OtpCode, PhoneNumber};
+use crate::domain::{Email, Identifier, Locale, OtpCode, PhoneNumber};
 
 /// Largest accepted body. The real ones are well under 200 bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -105,6 +105,14 @@ pub fn identifier(body: &Map<String, Value>, calling_codes: &[String]) -> Result
     }
 }
 
+/// The optional `locale` (a short BCP 47 tag such as `es` or `pt-BR`) the message should be written in.
+pub fn locale(body: &Map<String, Value>) -> Result<Option<Locale>, ApiError> {
+    const INVALID: &str = "`locale` must be a language tag such as en, es or pt-BR.";
+    optional_string(body, "locale", INVALID)?
+        .map(|tag| Locale::parse(tag).map_err(|_| ApiError::InvalidRequest(INVALID)))
+        .transpose()
+}
+
 /// The required `otp_code`: a string of six digits.
 pub fn otp_code(body: &Map<String, Value>) -> Result<OtpCode, ApiError> {
     match body.get("otp_code") {
@@ -153,6 +161,16 @@ mod tests {
         assert!(matches!(parse_object(b"\"a@example.com\""), Err(ApiError::InvalidRequest(m)) if m.contains("object")));
         let duplicate = br#"{"email": "a@example.com", "email": "b@example.com"}"#;
         assert!(matches!(parse_object(duplicate), Err(ApiError::InvalidRequest(m)) if m.contains("once")));
+    }
+
+    #[test]
+    fn the_locale_is_optional_and_otherwise_a_short_language_tag() {
+        assert_eq!(locale(&object(json!({}))).unwrap(), None);
+        assert_eq!(locale(&object(json!({"locale": null}))).unwrap(), None);
+        assert_eq!(locale(&object(json!({"locale": "es-MX"}))).unwrap().unwrap().language(), "es");
+        for bad in [json!("spanish"), json!(""), json!(7), json!(["es"]), json!("es;q=1")] {
+            assert!(matches!(locale(&object(json!({"locale": bad}))), Err(ApiError::InvalidRequest(_))));
+        }
     }
 
     #[test]

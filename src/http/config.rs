@@ -4,19 +4,23 @@ use std::rc::Rc;
 
 use worker::Env;
 
-use crate::adapters::delivery::{setting, EmailProvider, SmsProvider};
+use crate::adapters::delivery::{provider_list, setting, EmailProvider, SmsProvider};
+use crate::adapters::runtime::WorkerClock;
 use crate::domain::CodeHasher;
-use crate::login::Policy;
+use crate::login::{Clock, MessageSettings, Policy, TestLoginRules, TestLogins};
 
 use super::cors::Cors;
 
 pub struct Config {
-    pub app_name: String,
+    pub messages: MessageSettings,
     pub policy: Policy,
     pub hasher: CodeHasher,
     pub cors: Cors,
-    pub email_provider: EmailProvider,
-    pub sms_provider: SmsProvider,
+    /// Tried in this order until one accepts (`EMAIL_PROVIDER=resend,postmark`).
+    pub email_providers: Vec<EmailProvider>,
+    pub sms_providers: Vec<SmsProvider>,
+    /// Identifiers with a fixed code that are never sent anything (`TEST_LOGINS`).
+    pub test_logins: TestLogins,
     /// How long audit rows are kept.
     pub event_retention_seconds: i64,
     /// Country calling codes accepted for phone numbers; empty accepts all.
@@ -92,15 +96,43 @@ impl Config {
             ))
         })?;
 
-        let email_name = setting(env, "EMAIL_PROVIDER").unwrap_or_else(|| "resend".into());
-        let email_provider = EmailProvider::parse(&email_name)
-            .ok_or_else(|| ConfigError(format!("EMAIL_PROVIDER {email_name:?} is not one of: resend, console")))?;
-        let sms_name = setting(env, "SMS_PROVIDER").unwrap_or_else(|| "twilio".into());
-        let sms_provider = SmsProvider::parse(&sms_name)
-            .ok_or_else(|| ConfigError(format!("SMS_PROVIDER {sms_name:?} is not one of: twilio, console")))?;
+        let email_spec = setting(env, "EMAIL_PROVIDER").unwrap_or_else(|| "resend".into());
+        let email_providers = provider_list(&email_spec, &EmailProvider::ALL, EmailProvider::name)
+            .map_err(|e| ConfigError(format!("EMAIL_PROVIDER: {e}")))?;
+        let sms_spec = setting(env, "SMS_PROVIDER").unwrap_or_else(|| "twilio".into());
+        let sms_providers = provider_list(&sms_spec, &SmsProvider::ALL, SmsProvider::name)
+            .map_err(|e| ConfigError(format!("SMS_PROVIDER: {e}")))?;
         // The console provider writes codes to the log: never acceptable where real users log in.
-        if production && (email_provider == EmailProvider::Console || sms_provider == SmsProvider::Console) {
+        if production
+            && (email_providers.contains(&EmailProvider::Console) || sms_providers.contains(&SmsProvider::Console))
+        {
             return Err(ConfigError("the console provider is refused when ENVIRONMENT is production".into()));
+        }
+        let messages = MessageSettings {
+            app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
+            sms_origin: setting(env, "SMS_ORIGIN_DOMAIN").map(|d| d.trim().to_ascii_lowercase()),
+            sms_app_hash: setting(env, "SMS_APP_HASH").map(|h| h.trim().to_owned()),
+        };
+        messages.check().map_err(ConfigError)?;
+        let rules = TestLoginRules {
+            production,
+            allowed_in_production: setting(env, "TEST_LOGINS_IN_PRODUCTION").is_some_and(|v| v.trim() == "allow"),
+            now: WorkerClock.now(),
+        };
+        let test_logins = TestLogins::parse(
+            &setting(env, "TEST_LOGINS").unwrap_or_default(),
+            setting(env, "TEST_LOGINS_EXPIRE").as_deref(),
+            rules,
+        )
+        .map_err(ConfigError)?;
+        if let Some((count, until)) = test_logins.summary() {
+            let day = until.civil();
+            worker::console_warn!(
+                "test logins: {count} identifier(s) with a fixed code, nothing sent to them, until {:04}-{:02}-{:02}",
+                day.year,
+                day.month,
+                day.day
+            );
         }
 
         let cors =
@@ -121,12 +153,13 @@ impl Config {
         Ok(Config {
             event_retention_seconds: 86_400 * number(env, "EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             phone_calling_codes,
-            app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
+            messages,
             policy,
             hasher,
             cors,
-            email_provider,
-            sms_provider,
+            email_providers,
+            sms_providers,
+            test_logins,
         })
     }
 }

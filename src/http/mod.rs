@@ -135,7 +135,8 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
         Route::GenerateOtp | Route::ResendOtp => {
             let body = body::json_object(req).await?;
             let identifier = body::identifier(&body, &config.phone_calling_codes)?;
-            let pending = login.request_code(identifier, &client).await?;
+            let locale = body::locale(&body)?;
+            let pending = login.request_code(identifier, &client).await?.in_locale(locale);
             let answer = code_requested(&pending, config);
             ctx.wait_until(async move {
                 if let Err(e) = login.deliver_code(&pending).await {
@@ -192,13 +193,18 @@ fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> R
         challenges: db.clone(),
         codes: kv.clone(),
         sessions: kv,
-        notifier: Delivery { email: config.email_provider, sms: config.sms_provider, env: env.clone() },
+        notifier: Delivery {
+            email: config.email_providers.clone(),
+            sms: config.sms_providers.clone(),
+            env: env.clone(),
+        },
         clock: WorkerClock,
         random: CryptoRandom,
         events: DeferredEvents::new(db, origin),
         policy: config.policy.clone(),
         hasher: config.hasher.clone(),
-        app_name: config.app_name.clone(),
+        messages: config.messages.clone(),
+        test_logins: config.test_logins.clone(),
     })
 }
 

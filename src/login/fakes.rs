@@ -208,7 +208,7 @@ impl Challenges for Memory {
             live.failed_attempts = 0;
             live.last_failed_at = None;
         }
-        Ok(Redemption::Redeemed(self.user_by(|u| matches_identifier(u, identifier))))
+        Ok(Redemption::Redeemed(self.user_by(|u| matches_identifier(u, identifier)).map(Box::new)))
     }
 }
 
@@ -236,20 +236,29 @@ impl Sessions for Memory {
     }
 }
 
-/// Records every message; fails every send while `failing` is set.
+/// Records every message. The providers named in `failing_first` fail before the outbox accepts, as in a failover;
+/// while `failing` is set the outbox fails too and nothing is delivered.
 #[derive(Clone, Default)]
 pub struct Outbox {
     pub sent: Rc<RefCell<Vec<Message>>>,
     pub failing: Rc<Cell<bool>>,
+    pub failing_first: Rc<RefCell<Vec<&'static str>>>,
 }
 
 impl Notifier for Outbox {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+    async fn send(&self, message: &Message) -> DeliveryReport {
+        let mut failures: Vec<DeliveryError> = self
+            .failing_first
+            .borrow()
+            .iter()
+            .map(|provider| DeliveryError { provider, reason: "HTTP 503: unavailable".into() })
+            .collect();
         if self.failing.get() {
-            return Err(DeliveryError { provider: "outbox", reason: "HTTP 500: provider down".into() });
+            failures.push(DeliveryError { provider: "outbox", reason: "HTTP 500: provider down".into() });
+            return DeliveryReport { delivered_by: None, failures };
         }
         self.sent.borrow_mut().push(message.clone());
-        Ok(())
+        DeliveryReport { delivered_by: Some("outbox"), failures }
     }
 }
 

@@ -5,19 +5,21 @@ mod message;
 mod policy;
 mod ports;
 mod service;
+mod test_logins;
 
 #[cfg(test)]
 mod fakes;
 #[cfg(test)]
 mod tests;
 
-pub use message::Message;
+pub use message::{Language, Message, MessageSettings};
 pub use policy::{Policy, Refusal};
 pub use ports::{
-    Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, EventKind, EventLog, LoginEvent, Notifier,
-    Opening, Redemption, Reservation, Session, Sessions, StoreError, StoredCode, WindowCounter,
+    Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, DeliveryReport, EventKind, EventLog,
+    LoginEvent, Notifier, Opening, Redemption, Reservation, Session, Sessions, StoreError, StoredCode, WindowCounter,
 };
 pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode};
+pub use test_logins::{TestLoginRules, TestLogins};
 
 /// The client's address as Cloudflare saw it (`CF-Connecting-IP`), the key for per-IP limits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -77,7 +77,7 @@ pub enum Reservation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redemption {
     /// This call consumed the code; the account as it is now, if it still exists.
-    Redeemed(Option<User>),
+    Redeemed(Option<Box<User>>),
     /// Another request consumed it first.
     AlreadyUsed,
 }
@@ -145,9 +145,17 @@ pub trait Sessions {
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError>;
 }
 
-/// Sends a composed message through the configured provider for its channel.
+/// What became of one message: the provider that accepted it, if any, and every attempt that failed before
+/// (in order). A provider is only tried after the one before it failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub delivered_by: Option<&'static str>,
+    pub failures: Vec<DeliveryError>,
+}
+
+/// Sends a composed message through the providers configured for its channel, in order, until one accepts it.
 pub trait Notifier {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError>;
+    async fn send(&self, message: &Message) -> DeliveryReport;
 }
 
 /// The audit trail's event types (SPEC §4), named as stored; `migrations/0002_event_vocabulary.sql` explains each.

@@ -1,14 +1,15 @@
 use futures_util::future::join;
 
-use super::message::Message;
+use super::message::{Language, Message, MessageSettings};
 use super::policy::{Policy, Refusal};
 use super::ports::{
     Accounts, Challenges, Clock, CodeVault, EventKind, EventLog, LoginEvent, Notifier, Opening, Redemption,
     Reservation, Session, Sessions, StoreError, StoredCode,
 };
+use super::test_logins::TestLogins;
 use super::ClientIp;
 use crate::domain::{
-    ChallengeId, Channel, CodeHasher, Identifier, OtpCode, Random, RandomError, Token, TokenDigest, TokenError,
+    ChallengeId, Channel, CodeHasher, Identifier, Locale, OtpCode, Random, RandomError, Token, TokenDigest, TokenError,
     UnixTime, User,
 };
 
@@ -25,7 +26,9 @@ pub struct Login<A, C, V, S, N, K, R, E> {
     pub events: E,
     pub policy: Policy,
     pub hasher: CodeHasher,
-    pub app_name: String,
+    pub messages: MessageSettings,
+    /// Identifiers whose code is fixed and never sent (app-store review, QA).
+    pub test_logins: TestLogins,
 }
 
 /// A failure inside the service, never caused by the client: logged, answered with an opaque 500.
@@ -85,6 +88,15 @@ pub struct PendingCode {
     pub identifier: Identifier,
     pub challenge: ChallengeId,
     pub expires_at: UnixTime,
+    /// The language the request asked for; the profile's or English otherwise.
+    pub locale: Option<Locale>,
+}
+
+impl PendingCode {
+    /// The same request, asking for its message in `locale`.
+    pub fn in_locale(self, locale: Option<Locale>) -> PendingCode {
+        PendingCode { locale, ..self }
+    }
 }
 
 /// A successful login.
@@ -126,15 +138,19 @@ where
         let now = self.clock.now();
         let challenge = ChallengeId::generate(&self.random)?;
         match self.challenges.open(&identifier, &challenge, client, now, &self.policy).await? {
-            Opening::Issued => {
-                Ok(PendingCode { identifier, challenge, expires_at: now.plus(self.policy.code_ttl_seconds) })
-            }
+            Opening::Issued => Ok(PendingCode {
+                identifier,
+                challenge,
+                expires_at: now.plus(self.policy.code_ttl_seconds),
+                locale: None,
+            }),
             Opening::Refused(refusal) => Err(LoginError::Refused(refusal)),
         }
     }
 
     /// Creates, stores and sends the code for an admitted request, if the identifier belongs to an account that may
-    /// log in; otherwise only records the request. Runs after the response; failures are recorded, not returned.
+    /// log in; otherwise only records the request. A test identifier's code is its fixed one and nothing is sent.
+    /// Runs after the response; failures are recorded, not returned.
     pub async fn deliver_code(&self, pending: &PendingCode) -> Result<(), InternalError> {
         let identifier = &pending.identifier;
         let account = self.accounts.find_by_identifier(identifier).await.map_err(InternalError::Store)?;
@@ -143,13 +159,18 @@ where
             Some(user) => user.refusal_reason(),
         };
         let user_id = account.as_ref().map(|u| u.id);
-        self.record(EventKind::CodeRequested, user_id, Some(identifier), refusal.map(str::to_owned));
-        if refusal.is_some() {
-            return Ok(());
-        }
-
-        let code = OtpCode::generate(&self.random).map_err(InternalError::Random)?;
         let now = self.clock.now();
+        let fixed = self.test_logins.code_for(identifier, now).filter(|_| refusal.is_none());
+        let detail = refusal.or(fixed.map(|_| "test identifier: fixed code, nothing sent"));
+        self.record(EventKind::CodeRequested, user_id, Some(identifier), detail.map(str::to_owned));
+        let Some(user) = account.filter(|_| refusal.is_none()) else {
+            return Ok(());
+        };
+
+        let code = match fixed {
+            Some(code) => code.clone(),
+            None => OtpCode::generate(&self.random).map_err(InternalError::Random)?,
+        };
         let stored = StoredCode {
             challenge_id: pending.challenge.0.clone(),
             digest: self.hasher.digest(&pending.challenge, &code),
@@ -157,6 +178,9 @@ where
         };
         let ttl = now.seconds_until(pending.expires_at).max(MIN_STORE_TTL);
         self.codes.put(identifier, &stored, ttl).await.map_err(InternalError::Store)?;
+        if fixed.is_some() {
+            return Ok(());
+        }
 
         if identifier.channel() == Channel::Sms
             && !self.challenges.claim_sms_slot(now, self.policy.sms_daily_cap).await.map_err(InternalError::Store)?
@@ -166,14 +190,16 @@ where
             return Ok(());
         }
 
+        let language = Language::choose(pending.locale.as_ref(), user.profile.locale.as_deref());
         let ttl_minutes = self.policy.code_ttl_seconds / 60;
-        let message = Message::one_time_code(&self.app_name, identifier, &code, ttl_minutes);
-        match self.notifier.send(&message).await {
-            Ok(()) => self.record(EventKind::CodeSent, user_id, Some(identifier), None),
-            Err(e) => {
-                let detail = format!("{}: {}", e.provider, e.reason);
-                self.record(EventKind::DeliveryFailed, user_id, Some(identifier), Some(detail));
-            }
+        let message = Message::one_time_code(&self.messages, identifier, &code, ttl_minutes, language);
+        let report = self.notifier.send(&message).await;
+        for failure in report.failures {
+            let detail = format!("{}: {}", failure.provider, failure.reason);
+            self.record(EventKind::DeliveryFailed, user_id, Some(identifier), Some(detail));
+        }
+        if let Some(provider) = report.delivered_by {
+            self.record(EventKind::CodeSent, user_id, Some(identifier), Some(provider.to_owned()));
         }
         Ok(())
     }
@@ -217,9 +243,9 @@ where
         let fresh = LoginError::InvalidCode { attempts_remaining: self.policy.max_failed_attempts };
         let user = match self.challenges.redeem(&identifier, &challenge, now).await? {
             Redemption::AlreadyUsed => return Err(fresh),
-            Redemption::Redeemed(Some(user)) if user.may_log_in() => user,
+            Redemption::Redeemed(Some(user)) if user.may_log_in() => *user,
             Redemption::Redeemed(other) => {
-                let reason = other.as_ref().and_then(User::refusal_reason).unwrap_or("no such account");
+                let reason = other.as_deref().and_then(User::refusal_reason).unwrap_or("no such account");
                 let user_id = other.map(|u| u.id);
                 self.record(EventKind::CodeFailed, user_id, Some(&identifier), Some(reason.to_owned()));
                 return Err(fresh);

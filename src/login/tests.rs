@@ -4,7 +4,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::fakes::*;
 use super::*;
-use crate::domain::{CodeHasher, Email, Identifier, OtpCode, PhoneNumber, Profile, User};
+use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, Profile, UnixTime, User};
 
 /// The fakes never wait, so polling until ready is a complete executor for them.
 fn run<F: Future>(future: F) -> F::Output {
@@ -36,7 +36,12 @@ fn user(id: i64, email: &str, phone: &str, active: bool, employee: bool) -> User
         first_name: "Mobile".into(),
         last_name: "Tester".into(),
         is_active: active,
-        profile: Profile { phone_number: Some(phone.into()), branch: "Head Office".into(), designation: "Tech".into() },
+        profile: Profile {
+            phone_number: Some(phone.into()),
+            branch: "Head Office".into(),
+            designation: "Tech".into(),
+            locale: None,
+        },
         groups: if employee { vec!["Employees".into()] } else { vec!["Contractors".into()] },
         in_employee_group: employee,
     }
@@ -62,7 +67,8 @@ fn world() -> World {
         events: events.clone(),
         policy: Policy::default(),
         hasher: CodeHasher::new(b"0123456789abcdef0123456789abcdef").unwrap(),
-        app_name: "CRM".into(),
+        messages: MessageSettings { app_name: "CRM".into(), ..MessageSettings::default() },
+        test_logins: TestLogins::default(),
     };
     World { login, memory, clock, outbox, events }
 }
@@ -78,8 +84,13 @@ fn client() -> ClientIp {
 impl World {
     /// Requests and delivers a code; returns the digits the user received, if any.
     fn send_code(&self, identifier: &Identifier) -> Result<Option<String>, LoginError> {
+        self.send_code_in(identifier, None)
+    }
+
+    fn send_code_in(&self, identifier: &Identifier, locale: Option<&str>) -> Result<Option<String>, LoginError> {
         let before = self.outbox.sent.borrow().len();
-        let pending = run(self.login.request_code(identifier.clone(), &client()))?;
+        let locale = locale.map(|l| Locale::parse(l).unwrap());
+        let pending = run(self.login.request_code(identifier.clone(), &client()))?.in_locale(locale);
         run(self.login.deliver_code(&pending)).unwrap();
         let sent = self.outbox.sent.borrow();
         Ok(sent.get(before).map(|m| digits_in(&m.text)))
@@ -337,4 +348,98 @@ fn the_daily_sms_cap_stops_sending_without_changing_the_answer() {
     assert!(w.send_code(&email("mobile.test@example.com")).unwrap().is_some(), "email is not capped");
     w.clock.advance(86_400);
     assert!(w.send_code(&second).unwrap().is_some(), "the cap resets the next day");
+}
+
+#[test]
+fn every_failed_provider_is_recorded_and_the_one_that_accepted_is_named() {
+    let w = world();
+    w.outbox.failing_first.borrow_mut().extend(["resend", "postmark"]);
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().expect("the third provider delivers");
+    let events = w.events.0.borrow().clone();
+    let failed: Vec<String> =
+        events.iter().filter(|e| e.kind == EventKind::DeliveryFailed).filter_map(|e| e.detail.clone()).collect();
+    assert_eq!(failed, ["resend: HTTP 503: unavailable", "postmark: HTTP 503: unavailable"]);
+    let sent = events.iter().find(|e| e.kind == EventKind::CodeSent).unwrap();
+    assert_eq!((sent.detail.as_deref(), sent.user_id), (Some("outbox"), Some(1)));
+    assert!(w.verify(&id, &code).is_ok());
+}
+
+#[test]
+fn when_every_provider_fails_each_attempt_is_recorded_and_nothing_claims_success() {
+    let w = world();
+    w.outbox.failing_first.borrow_mut().push("twilio");
+    w.outbox.failing.set(true);
+    let id = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
+    assert_eq!(w.send_code(&id).unwrap(), None);
+    assert_eq!(w.events.kinds(), [EventKind::CodeRequested, EventKind::DeliveryFailed, EventKind::DeliveryFailed]);
+}
+
+#[test]
+fn the_message_is_written_in_the_requested_language_then_the_profiles() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    w.send_code_in(&id, Some("es-MX")).unwrap();
+    assert_eq!(w.outbox.sent.borrow()[0].language, Language::Spanish);
+    w.memory.update_user(1, |u| u.profile.locale = Some("fr".into()));
+    w.clock.advance(60);
+    w.send_code_in(&id, None).unwrap();
+    assert_eq!(w.outbox.sent.borrow()[1].language, Language::French);
+    w.clock.advance(60);
+    w.send_code_in(&id, Some("de")).unwrap();
+    assert_eq!(
+        w.outbox.sent.borrow()[2].language,
+        Language::French,
+        "an unsupported request falls back to the profile"
+    );
+}
+
+fn with_test_logins(w: &mut World, spec: &str) {
+    let rules = TestLoginRules { production: true, allowed_in_production: true, now: UnixTime(START) };
+    w.login.test_logins = TestLogins::parse(spec, Some("2027-02-01"), rules).unwrap();
+}
+
+#[test]
+fn a_test_identifier_logs_in_once_with_its_fixed_code_and_nothing_is_sent() {
+    let mut w = world();
+    with_test_logins(&mut w, "mobile.test@example.com=246810,outsider@example.com=135790");
+    let id = email("mobile.test@example.com");
+    assert_eq!(w.send_code(&id).unwrap(), None, "nothing is sent");
+    assert!(w.outbox.sent.borrow().is_empty());
+    let stored = w.memory.stored_codes();
+    assert!(stored.iter().all(|c| !c.digest.contains("246810")), "only the keyed digest is stored");
+    assert_eq!(w.verify(&id, "246810").unwrap().user.id, 1);
+    assert!(matches!(w.verify(&id, "246810"), Err(LoginError::InvalidCode { .. })), "used once");
+    let requested = w.events.0.borrow().iter().find(|e| e.kind == EventKind::CodeRequested).cloned().unwrap();
+    assert!(requested.detail.unwrap().contains("test identifier"));
+    assert!(!w.events.kinds().contains(&EventKind::CodeSent));
+}
+
+#[test]
+fn a_test_identifier_still_obeys_the_account_rules_and_the_lockout() {
+    let mut w = world();
+    with_test_logins(&mut w, "outsider@example.com=135790,mobile.test@example.com=246810");
+    let outsider = email("outsider@example.com");
+    w.send_code(&outsider).unwrap();
+    assert!(matches!(w.verify(&outsider, "135790"), Err(LoginError::InvalidCode { .. })), "not an employee");
+
+    let id = email("mobile.test@example.com");
+    w.send_code(&id).unwrap();
+    for _ in 0..3 {
+        w.verify(&id, "000000").unwrap_err();
+    }
+    assert!(matches!(w.verify(&id, "246810"), Err(LoginError::Refused(Refusal::Locked { .. }))));
+}
+
+#[test]
+fn after_the_expiry_date_a_test_identifier_is_an_ordinary_one() {
+    let mut w = world();
+    with_test_logins(&mut w, "mobile.test@example.com=246810");
+    w.clock.0.set(UnixTime::parse_date("2027-02-01").unwrap().0);
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().expect("a real code is sent");
+    if code != "246810" {
+        assert!(matches!(w.verify(&id, "246810"), Err(LoginError::InvalidCode { .. })));
+    }
+    assert!(w.verify(&id, &code).is_ok());
 }

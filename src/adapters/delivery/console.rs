@@ -10,10 +10,13 @@ pub struct Console;
 impl Console {
     pub fn print(&self, message: &Message) {
         worker::console_log!(
-            "console-delivery channel={} to={} code={}",
+            "console-delivery channel={} to={} code={} language={}\n{}\n{}",
             message.to.channel().as_str(),
             message.to.value(),
-            message.code.expose()
+            message.code.expose(),
+            message.language.tag(),
+            message.subject,
+            message.text
         );
     }
 }

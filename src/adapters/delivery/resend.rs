@@ -1,10 +1,22 @@
 //! Resend: `POST /emails` with a Bearer API key and a JSON body.
 
-use super::ProviderRequest;
+use super::{quote, JsonObject, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "resend";
 pub const DEFAULT_API_BASE: &str = "https://api.resend.com";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "RESEND_API_BASE",
+    settings: &["RESEND_API_KEY", "EMAIL_FROM"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [api_key, from] = values.try_into().ok()?;
+        Some(Resend { api_base, api_key, from }.request(message))
+    },
+};
 
 pub struct Resend {
     pub api_base: String,
@@ -15,13 +27,12 @@ pub struct Resend {
 
 impl Resend {
     pub fn request(&self, message: &Message) -> ProviderRequest {
-        let body = serde_json::json!({
-            "from": self.from,
-            "to": [message.to.value()],
-            "subject": message.subject,
-            "text": message.text,
-            "html": message.html,
-        });
+        let body = JsonObject::new()
+            .text("from", &self.from)
+            .raw("to", &format!("[{}]", quote(message.to.value())))
+            .text("subject", &message.subject)
+            .text("text", &message.text)
+            .text("html", &message.html);
         ProviderRequest {
             url: format!("{}/emails", self.api_base.trim_end_matches('/')),
             headers: vec![
@@ -29,7 +40,7 @@ impl Resend {
                 ("Content-Type", "application/json".into()),
                 ("User-Agent", super::USER_AGENT.into()),
             ],
-            body: body.to_string(),
+            body: body.finish(),
         }
     }
 }
@@ -37,7 +48,7 @@ impl Resend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Email, Identifier, OtpCode};
+    use crate::adapters::delivery::sample;
 
     #[test]
     fn a_message_becomes_resends_emails_call() {
@@ -46,14 +57,14 @@ mod tests {
             api_key: "re_test".into(),
             from: "CRM <login@example.com>".into(),
         };
-        let to = Identifier::Email(Email::parse("a@example.com").unwrap());
-        let request = resend.request(&Message::one_time_code("CRM", &to, &OtpCode::parse("123456").unwrap(), 10));
+        let request = resend.request(&sample("a@example.com"));
         assert_eq!(request.url, "http://127.0.0.1:9/emails");
         assert!(request.headers.contains(&("Authorization", "Bearer re_test".into())));
         assert!(request.headers.iter().any(|(name, _)| *name == "User-Agent"));
         let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
         assert_eq!(body["to"], serde_json::json!(["a@example.com"]));
         assert_eq!(body["from"], "CRM <login@example.com>");
+        assert!(body["subject"].as_str().unwrap().starts_with("123456"));
         assert!(body["text"].as_str().unwrap().contains("123456"));
         assert!(body["html"].as_str().unwrap().contains("123456"));
     }

@@ -1,12 +1,22 @@
 //! Twilio: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, HTTP Basic auth, a form-encoded body.
 
-use base64::Engine;
-
-use super::ProviderRequest;
+use super::{basic_auth, ProviderRequest, Setup};
 use crate::login::Message;
 
 pub const NAME: &str = "twilio";
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+
+pub const SETUP: Setup = Setup {
+    name: NAME,
+    api_base_var: "TWILIO_API_BASE",
+    settings: &["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"],
+    optional: &[],
+    default_api_base: |_| DEFAULT_API_BASE.into(),
+    build: |api_base, values, message, _| {
+        let [account_sid, auth_token, from_number] = values.try_into().ok()?;
+        Some(Twilio { api_base, account_sid, auth_token, from_number }.request(message))
+    },
+};
 
 pub struct Twilio {
     pub api_base: String,
@@ -18,7 +28,6 @@ pub struct Twilio {
 
 impl Twilio {
     pub fn request(&self, message: &Message) -> ProviderRequest {
-        let credentials = format!("{}:{}", self.account_sid, self.auth_token);
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("To", message.to.value())
             .append_pair("From", &self.from_number)
@@ -31,7 +40,7 @@ impl Twilio {
                 self.account_sid
             ),
             headers: vec![
-                ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))),
+                ("Authorization", basic_auth(&self.account_sid, &self.auth_token)),
                 ("Content-Type", "application/x-www-form-urlencoded".into()),
                 ("User-Agent", super::USER_AGENT.into()),
             ],
@@ -43,7 +52,7 @@ impl Twilio {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Identifier, OtpCode, PhoneNumber};
+    use crate::adapters::delivery::sample;
 
     #[test]
     fn a_message_becomes_twilios_messages_call() {
@@ -53,8 +62,7 @@ mod tests {
             auth_token: "secret".into(),
             from_number: "+15005550006".into(),
         };
-        let to = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
-        let request = twilio.request(&Message::one_time_code("CRM", &to, &OtpCode::parse("123456").unwrap(), 10));
+        let request = twilio.request(&sample("+1234567890"));
         assert_eq!(request.url, "http://127.0.0.1:9/2010-04-01/Accounts/AC123/Messages.json");
         assert!(request.headers.contains(&("Authorization", "Basic QUMxMjM6c2VjcmV0".into())));
         let fields: Vec<(String, String)> = url::form_urlencoded::parse(request.body.as_bytes()).into_owned().collect();
