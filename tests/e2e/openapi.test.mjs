@@ -125,6 +125,12 @@ describe("the OpenAPI document", { timeout: 300_000 }, () => {
     assert.equal(smsLogin.status, 200, describeResponse(smsLogin));
     await send("GET", PATHS.me, { token: "0".repeat(64) });
     await post(PATHS.resend, { email: SEED.employees[8].email }, { ip: "198.51.100.5" });
+    if (doc.components.schemas.SendCodeRequest) {
+      const res = await post(PATHS.generate, { email: SEED.employees[12].email, locale: "es-MX" }, { ip: "198.51.100.5" });
+      assert.equal(res.status, 200, describeResponse(res));
+      const bad = await post(PATHS.generate, { email: SEED.employees[12].email, locale: "spanish!" }, { ip: "198.51.100.5" });
+      assert.equal(bad.body?.error?.code, "invalid_request", describeResponse(bad));
+    }
   });
 
   test("describes the real answers of the session endpoints, where the service has them", async (t) => {
