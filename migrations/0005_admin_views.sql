@@ -22,6 +22,7 @@ SELECT u.id,
        p.phone_number,
        COALESCE(p.branch, '') AS branch,
        COALESCE(p.designation, '') AS designation,
+       p.locale,
        u.is_active,
        EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id
                WHERE ug.user_id = u.id AND g.is_employee_group = 1) AS in_employee_group,
@@ -88,10 +89,11 @@ WHERE c.failed_attempts >= 3 AND c.last_failed_at > unixepoch() - 900;
 
 -- Adds (mode 'add') or changes (mode 'update') one user and their profile. NULL leaves a field as it is (new users
 -- get ''), an empty phone_number removes the number, new_email renames the account, and group_name (optional)
--- adds the user to that existing group in the same statement.
+-- adds the user to that existing group in the same statement. locale (0003) is the language of their codes; ''
+-- clears it.
 CREATE VIEW admin_user_changes AS
 SELECT NULL AS mode, NULL AS email, NULL AS new_email, NULL AS first_name, NULL AS last_name,
-       NULL AS phone_number, NULL AS branch, NULL AS designation, NULL AS group_name
+       NULL AS phone_number, NULL AS branch, NULL AS designation, NULL AS group_name, NULL AS locale
 WHERE 0;
 
 CREATE TRIGGER admin_user_changes_insert INSTEAD OF INSERT ON admin_user_changes
@@ -118,13 +120,15 @@ BEGIN
                      email = COALESCE(NEW.new_email, email)
     WHERE NEW.mode = 'update' AND email = NEW.email;
 
-    INSERT INTO profiles (user_id, phone_number, branch, designation)
-    SELECT id, NULLIF(NEW.phone_number, ''), COALESCE(NEW.branch, ''), COALESCE(NEW.designation, '')
+    INSERT INTO profiles (user_id, phone_number, branch, designation, locale)
+    SELECT id, NULLIF(NEW.phone_number, ''), COALESCE(NEW.branch, ''), COALESCE(NEW.designation, ''),
+           NULLIF(NEW.locale, '')
     FROM users WHERE email = COALESCE(NEW.new_email, NEW.email)
     ON CONFLICT (user_id) DO UPDATE SET
         phone_number = CASE WHEN NEW.phone_number IS NULL THEN profiles.phone_number ELSE excluded.phone_number END,
         branch = COALESCE(NEW.branch, profiles.branch),
-        designation = COALESCE(NEW.designation, profiles.designation);
+        designation = COALESCE(NEW.designation, profiles.designation),
+        locale = CASE WHEN NEW.locale IS NULL THEN profiles.locale ELSE excluded.locale END;
 
     INSERT OR IGNORE INTO user_groups (user_id, group_id)
     SELECT u.id, g.id FROM users u, groups g

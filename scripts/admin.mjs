@@ -24,10 +24,11 @@ const MAX_TEXT = 150; // Django's limit for names, kept for branch, designation 
 const USAGE = `Usage: npm run admin -- <command> [options] [--remote | --persist-to DIR] [--json]
 
 Users
-  add-user --email E [--first-name F] [--last-name L] [--phone P] [--branch B] [--designation D] [--group G]
+  add-user --email E [--first-name F] [--last-name L] [--phone P] [--branch B] [--designation D]
+           [--locale L] [--group G]
                                  add a user (and put them in group G, e.g. Employees, in the same step)
   update-user --email E [--new-email E2] [--first-name F] [--last-name L] [--phone P | --remove-phone]
-              [--branch B] [--designation D]
+              [--branch B] [--designation D] [--locale L | --remove-locale]
                                  change only the fields given
   deactivate --email E           no more logins; records a 'revoked' event if they could log in
   reactivate --email E
@@ -54,10 +55,13 @@ Where
   -h, --help        this help`;
 
 const COMMANDS = {
-  "add-user": { values: ["email", "first-name", "last-name", "phone", "branch", "designation", "group"], run: addUser },
+  "add-user": {
+    values: ["email", "first-name", "last-name", "phone", "branch", "designation", "locale", "group"],
+    run: addUser,
+  },
   "update-user": {
-    values: ["email", "new-email", "first-name", "last-name", "phone", "branch", "designation"],
-    flags: ["remove-phone"],
+    values: ["email", "new-email", "first-name", "last-name", "phone", "branch", "designation", "locale"],
+    flags: ["remove-phone", "remove-locale"],
     run: updateUser,
   },
   deactivate: { values: ["email"], run: (a) => setActive(a, 0) },
@@ -170,12 +174,13 @@ function allowedCountryCodes() {
 }
 
 /**
- * Normalises { email, newEmail, phone } with src/bin/admin-check.rs (`Email::parse`, `PhoneNumber::parse_allowed`,
- * the functions the worker runs at login). Cargo builds it for the host on first use and when src/ changed.
+ * Normalises { email, newEmail, phone, locale } with src/bin/admin-check.rs (`Email::parse`,
+ * `PhoneNumber::parse_allowed`, `Locale::parse`: the functions the worker runs on requests). Cargo builds it for the host on first use and when src/ changed.
  */
-function checkIdentifiers({ email, newEmail, phone }) {
+function checkIdentifiers({ email, newEmail, phone, locale }) {
   const args = ["run", "--quiet", "--locked", "--bin", "admin-check", "--"];
   if (email !== undefined) args.push("--email", email);
+  if (locale !== undefined) args.push("--locale", locale);
   if (newEmail !== undefined) args.push("--new-email", newEmail);
   if (phone !== undefined) args.push("--phone", phone, "--allowed-country-codes", allowedCountryCodes());
   const result = spawnSync("cargo", args, {
@@ -279,8 +284,8 @@ function print(args, rows, columns) {
 }
 
 const USER_COLUMNS = [
-  "email", "first_name", "last_name", "phone_number", "branch", "designation", "is_active", "may_log_in", "groups",
-  "last_login",
+  "email", "first_name", "last_name", "phone_number", "branch", "designation", "locale", "is_active", "may_log_in",
+  "groups", "last_login",
 ];
 
 function userRow(email) {
@@ -302,14 +307,16 @@ function onAccessLost(args, users, reason) {
 // ---- Commands ----------------------------------------------------------------------------------------------------
 
 function addUser(args) {
-  const raw = { email: required(args, "email"), phone: args.values.get("phone") };
+  const raw = { email: required(args, "email"), phone: args.values.get("phone"), locale: args.values.get("locale") };
   const ids = checkIdentifiers(raw);
   const group = args.values.has("group") ? groupName(args) : null;
   const [, user] = d1(
     args,
-    `INSERT INTO admin_user_changes (mode, email, first_name, last_name, phone_number, branch, designation, group_name)
+    `INSERT INTO admin_user_changes (mode, email, first_name, last_name, phone_number, branch, designation, locale,
+                                     group_name)
      VALUES ('add', ${sql(ids.email)}, ${sql(text(args, "first-name"))}, ${sql(text(args, "last-name"))},
-             ${sql(ids.phone_number)}, ${sql(text(args, "branch"))}, ${sql(text(args, "designation"))}, ${sql(group)})`,
+             ${sql(ids.phone_number)}, ${sql(text(args, "branch"))}, ${sql(text(args, "designation"))},
+             ${sql(ids.locale)}, ${sql(group)})`,
     userRow(ids.email),
   );
   console.log(`admin: added ${ids.email}${group ? ` to ${group}` : ""}`);
@@ -321,24 +328,29 @@ function addUser(args) {
 
 function updateUser(args) {
   const removePhone = args.flags.has("remove-phone");
+  const removeLocale = args.flags.has("remove-locale");
   if (removePhone && args.values.has("phone")) throw new UsageError("give --phone or --remove-phone, not both");
-  const changes = ["new-email", "first-name", "last-name", "phone", "branch", "designation"];
-  if (!removePhone && !changes.some((c) => args.values.has(c))) {
+  if (removeLocale && args.values.has("locale")) throw new UsageError("give --locale or --remove-locale, not both");
+  const changes = ["new-email", "first-name", "last-name", "phone", "branch", "designation", "locale"];
+  if (!removePhone && !removeLocale && !changes.some((c) => args.values.has(c))) {
     throw new UsageError("update-user needs something to change (--first-name, --phone, ...)");
   }
   const ids = checkIdentifiers({
     email: required(args, "email"),
     newEmail: args.values.get("new-email"),
     phone: args.values.get("phone"),
+    locale: args.values.get("locale"),
   });
   const phone = removePhone ? "" : (ids.phone_number ?? null);
+  const locale = removeLocale ? "" : (ids.locale ?? null);
   const email = ids.new_email ?? ids.email;
   const [, user] = d1(
     args,
-    `INSERT INTO admin_user_changes (mode, email, new_email, first_name, last_name, phone_number, branch, designation)
+    `INSERT INTO admin_user_changes (mode, email, new_email, first_name, last_name, phone_number, branch, designation,
+                                     locale)
      VALUES ('update', ${sql(ids.email)}, ${sql(ids.new_email ?? null)}, ${sql(text(args, "first-name"))},
              ${sql(text(args, "last-name"))}, ${sql(phone)}, ${sql(text(args, "branch"))},
-             ${sql(text(args, "designation"))})`,
+             ${sql(text(args, "designation"))}, ${sql(locale)})`,
     userRow(email),
   );
   console.log(`admin: updated ${email}`);

@@ -1,16 +1,16 @@
 //! Validates and normalises the identifiers the admin command (`scripts/admin.mjs`) is about to store, with the very
-//! `Email::parse` and `PhoneNumber::parse_allowed` the service applies at login, so that an administrator can
-//! never store an address or a number the service would read differently or refuse.
+//! `Email::parse`, `PhoneNumber::parse_allowed` and `Locale::parse` the service applies to requests, so that an
+//! administrator can never store an address, a number or a language the service would read differently or refuse.
 //!
-//!     admin-check [--email E] [--new-email E] [--phone P] [--allowed-country-codes 1,44]
+//!     admin-check [--email E] [--new-email E] [--phone P] [--allowed-country-codes 1,44] [--locale L]
 //!
-//! Prints one JSON object on stdout: the normalised values (`{"email": …, "new_email": …, "phone_number": …}`,
+//! Prints one JSON object on stdout: the normalised values (`{"email", "new_email", "phone_number", "locale"}`,
 //! only the fields given) and exits 0, or `{"error": {"field", "code", "message"}}` and exits 1. A usage mistake
 //! exits 2. A host tool only: it is a separate binary target, so nothing of it reaches the worker's wasm.
 
 use std::process::ExitCode;
 
-use edge_otp_login::domain::{Email, EmailError, PhoneNumber, PhoneNumberError};
+use edge_otp_login::domain::{Email, EmailError, Locale, PhoneNumber, PhoneNumberError};
 use serde_json::{json, Map, Value};
 
 fn email_problem(error: EmailError) -> &'static str {
@@ -57,6 +57,11 @@ fn check(args: &[(String, String)]) -> Result<Value, Value> {
                     Email::parse(value).map_err(|e| invalid(field, "invalid_email", value, email_problem(e)))?;
                 out.insert(field.into(), email.as_str().into());
             }
+            "--locale" => {
+                let problem = "is not a language tag such as en, es-MX or pt-BR";
+                let locale = Locale::parse(value).map_err(|_| invalid("locale", "invalid_request", value, problem))?;
+                out.insert("locale".into(), locale.as_str().into());
+            }
             "--phone" => {
                 let phone = PhoneNumber::parse_allowed(value, &calling_codes)
                     .map_err(|e| invalid("phone_number", "invalid_phone_number", value, phone_problem(e)))?;
@@ -69,7 +74,7 @@ fn check(args: &[(String, String)]) -> Result<Value, Value> {
 }
 
 fn main() -> ExitCode {
-    const FLAGS: [&str; 4] = ["--email", "--new-email", "--phone", "--allowed-country-codes"];
+    const FLAGS: [&str; 5] = ["--email", "--new-email", "--phone", "--allowed-country-codes", "--locale"];
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut args = Vec::new();
     let mut iter = raw.into_iter();
@@ -77,7 +82,9 @@ fn main() -> ExitCode {
         match iter.next() {
             Some(value) if FLAGS.contains(&flag.as_str()) => args.push((flag, value)),
             _ => {
-                eprintln!("usage: admin-check [--email E] [--new-email E] [--phone P] [--allowed-country-codes 1,44]");
+                eprintln!(
+                    "usage: admin-check [--email E] [--new-email E] [--phone P] [--allowed-country-codes 1,44] [--locale L]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -115,6 +122,13 @@ mod tests {
         assert_eq!(err["error"]["code"], "invalid_email");
         let err = check(&pairs(&[("--phone", "07700 900123")])).unwrap_err();
         assert_eq!(err["error"]["code"], "invalid_phone_number");
+    }
+
+    #[test]
+    fn a_locale_is_normalised_like_the_request_field_and_nonsense_is_refused() {
+        let out = check(&pairs(&[("--locale", "PT_BR")])).unwrap();
+        assert_eq!(out, json!({ "locale": "pt-BR" }));
+        assert_eq!(check(&pairs(&[("--locale", "spanish")])).unwrap_err()["error"]["field"], "locale");
     }
 
     #[test]

@@ -117,13 +117,15 @@ describe("administration and audit", { timeout: 900_000 }, () => {
   test("add-user normalises with the service's own parsers and adds an employee in one step, who can then log in", T, async () => {
     const r = await adminOk(
       "add-user", "--email", "  Jane.Doe@Example.COM ", "--first-name", "Jane", "--last-name", "Doe",
-      "--phone", "+44 (7700) 900-123", "--branch", "North", "--designation", "Engineer", "--group", "Employees",
+      "--phone", "+44 (7700) 900-123", "--branch", "North", "--designation", "Engineer", "--locale", "ES_MX",
+      "--group", "Employees",
     );
     assert.match(r.stdout, /added jane\.doe@example\.com to Employees/);
     const row = await directory("jane.doe@example.com");
     assert.equal(row.phone_number, "+447700900123");
     assert.equal(row.branch, "North");
     assert.equal(row.designation, "Engineer");
+    assert.equal(row.locale, "es-MX", "the locale is normalised by Locale::parse");
     assert.equal(row.groups, "Employees");
     assert.equal(row.may_log_in, 1);
 
@@ -144,6 +146,7 @@ describe("administration and audit", { timeout: 900_000 }, () => {
       [["add-user", "--email", "ok@example.com", "--phone", "+1234567890"], /another user already has this phone number/],
       [["add-user", "--email", "ok@example.com", "--group", "Nobody"], /no group has this name/],
       [["add-user", "--email", "ok@example.com", "--first-name", "x".repeat(151)], /longer than 150/],
+      [["add-user", "--email", "ok@example.com", "--locale", "spanish"], /locale "spanish" is not a language tag/],
       [["update-user", "--email", "ghost@example.com", "--branch", "X"], /no user has this email/],
       [["deactivate", "--email", "ghost@example.com"], /no user has this email/],
       [["add-to-group", "--email", "ok@example.com", "--group", "Employees"], /no user has this email/],
@@ -191,10 +194,13 @@ describe("administration and audit", { timeout: 900_000 }, () => {
     assert.equal(renamed.phone_number, "+447700900123", "untouched");
     assert.equal(await directory("jane.doe@example.com"), undefined);
 
-    await adminOk("update-user", "--email", "jane@example.com", "--remove-phone", "--first-name", "Janet");
+    await adminOk("update-user", "--email", "jane@example.com", "--remove-phone", "--first-name", "Janet", "--remove-locale");
     const updated = await directory("jane@example.com");
     assert.equal(updated.phone_number, null);
     assert.equal(updated.first_name, "Janet");
+    assert.equal(updated.locale, null);
+    await adminOk("update-user", "--email", "jane@example.com", "--locale", "fr");
+    assert.equal((await directory("jane@example.com")).locale, "fr");
     await adminOk("update-user", "--email", "jane@example.com", "--phone", "+44 7700 900124");
     assert.equal((await directory("jane@example.com")).phone_number, "+447700900124");
   });
