@@ -11,15 +11,23 @@ use serde::Deserialize;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, D1Result};
 
+use super::meter::Meter;
 use crate::domain::{ChallengeId, Identifier, Profile, UnixTime, User};
 use crate::login::{
     Accounts, ChallengeState, Challenges, ClientIp, EventKind, EventLog, LoginEvent, Opening, Policy, Redemption,
     Reservation, StoreError, WindowCounter,
 };
 
-/// One D1 database handle, shared by the adapters of a request.
+/// One D1 database handle, shared by the adapters of a request. The binding is private: every round trip goes
+/// through [`D1::batch`] or [`D1::query_first`], which report it to the request's [`Meter`].
 #[derive(Clone)]
-pub struct D1(pub Rc<D1Database>);
+pub struct D1 {
+    db: Rc<D1Database>,
+    meter: Meter,
+}
+
+/// A statement with its parameters bound. It runs only through a [`D1`] method, so no round trip escapes the meter.
+pub struct Statement(D1PreparedStatement);
 
 fn store_error(e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("D1: {e}"))
@@ -39,12 +47,38 @@ fn opt_text(value: Option<&str>) -> JsValue {
 }
 
 impl D1 {
-    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, StoreError> {
-        self.0.prepare(sql).bind(params).map_err(store_error)
+    pub fn new(db: D1Database, meter: Meter) -> D1 {
+        D1 { db: Rc::new(db), meter }
     }
 
-    async fn batch(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, StoreError> {
-        self.0.batch(statements).await.map_err(store_error)
+    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<Statement, StoreError> {
+        self.db.prepare(sql).bind(params).map(Statement).map_err(store_error)
+    }
+
+    /// Runs `statements` in one round trip, as one transaction.
+    async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<D1Result>, StoreError> {
+        let count = statements.len();
+        let results = self.db.batch(statements.into_iter().map(|s| s.0).collect()).await.map_err(store_error)?;
+        self.measure(count, &results);
+        Ok(results)
+    }
+
+    /// Runs one statement in its own round trip and returns its first row.
+    async fn query_first<T: for<'de> Deserialize<'de>>(&self, statement: Statement) -> Result<Option<T>, StoreError> {
+        let result = statement.0.all().await.map_err(store_error)?;
+        self.measure(1, std::slice::from_ref(&result));
+        Ok(rows::<T>(&result)?.into_iter().next())
+    }
+
+    fn measure(&self, statements: usize, results: &[D1Result]) {
+        let (mut read, mut written) = (0, 0);
+        if self.meter.counts_rows() {
+            for meta in results.iter().filter_map(|r| r.meta().ok().flatten()) {
+                read += meta.rows_read.unwrap_or(0);
+                written += meta.rows_written.unwrap_or(0);
+            }
+        }
+        self.meter.d1_round_trip(statements, read, written);
     }
 }
 
@@ -116,7 +150,7 @@ impl UserRow {
 }
 
 impl D1 {
-    fn user_by_identifier(&self, identifier: &Identifier) -> Result<D1PreparedStatement, StoreError> {
+    fn user_by_identifier(&self, identifier: &Identifier) -> Result<Statement, StoreError> {
         let sql = match identifier {
             Identifier::Email(_) => USER_BY_EMAIL,
             Identifier::Phone(_) => USER_BY_PHONE,
@@ -131,11 +165,11 @@ fn user_from(row: Option<UserRow>) -> Result<Option<User>, StoreError> {
 
 impl Accounts for D1 {
     async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError> {
-        user_from(self.user_by_identifier(identifier)?.first::<UserRow>(None).await.map_err(store_error)?)
+        user_from(self.query_first::<UserRow>(self.user_by_identifier(identifier)?).await?)
     }
 
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        user_from(self.statement(USER_BY_ID, &[int(id)])?.first::<UserRow>(None).await.map_err(store_error)?)
+        user_from(self.query_first::<UserRow>(self.statement(USER_BY_ID, &[int(id)])?).await?)
     }
 }
 
@@ -246,7 +280,7 @@ fn ip_bucket(client: &ClientIp, purpose: &str) -> String {
 }
 
 impl D1 {
-    fn count_request(&self, bucket: &str, now: UnixTime, policy: &Policy) -> Result<D1PreparedStatement, StoreError> {
+    fn count_request(&self, bucket: &str, now: UnixTime, policy: &Policy) -> Result<Statement, StoreError> {
         self.statement(COUNT_REQUEST, &[text(bucket), int(now.0), int(policy.ip_window_seconds)])
     }
 
@@ -341,11 +375,8 @@ impl Challenges for D1 {
         // One bucket per UTC day; the window never rolls over inside it.
         let bucket = format!("sms:{}", now.0.div_euclid(DAY));
         let counted = self.statement(COUNT_REQUEST, &[text(&bucket), int(now.0), int(DAY)])?;
-        let row: CounterRow = counted
-            .first(None)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| store_error("SMS counter returned no row"))?;
+        let row: CounterRow =
+            self.query_first(counted).await?.ok_or_else(|| store_error("SMS counter returned no row"))?;
         Ok(row.hits <= cap)
     }
 

@@ -3,11 +3,17 @@
 
 use worker::kv::KvStore;
 
+use super::meter::Meter;
 use crate::domain::{Identifier, TokenDigest};
 use crate::login::{CodeVault, Session, Sessions, StoreError, StoredCode};
 
+/// The `AUTH_KV` namespace. The binding is private: every KV call goes through the methods below, which report it
+/// to the request's [`Meter`].
 #[derive(Clone)]
-pub struct Kv(pub KvStore);
+pub struct Kv {
+    store: KvStore,
+    meter: Meter,
+}
 
 fn code_key(identifier: &Identifier) -> String {
     format!("otp:{}", identifier.key())
@@ -22,13 +28,19 @@ fn store_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Kv {
+    pub fn new(store: KvStore, meter: Meter) -> Kv {
+        Kv { store, meter }
+    }
+
     async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T, ttl_seconds: u64) -> Result<(), StoreError> {
         let json = serde_json::to_string(value).map_err(store_error)?;
-        self.0.put(key, json).map_err(store_error)?.expiration_ttl(ttl_seconds).execute().await.map_err(store_error)
+        self.meter.kv_write();
+        self.store.put(key, json).map_err(store_error)?.expiration_ttl(ttl_seconds).execute().await.map_err(store_error)
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        self.0.get(key).json::<T>().await.map_err(store_error)
+        self.meter.kv_read();
+        self.store.get(key).json::<T>().await.map_err(store_error)
     }
 }
 
@@ -52,6 +64,7 @@ impl Sessions for Kv {
     }
 
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError> {
-        self.0.delete(&session_key(token)).await.map_err(store_error)
+        self.meter.kv_delete();
+        self.store.delete(&session_key(token)).await.map_err(store_error)
     }
 }

@@ -4,4 +4,5 @@
 pub mod d1;
 pub mod delivery;
 pub mod kv;
+pub mod meter;
 pub mod runtime;

@@ -25,6 +25,9 @@ pub struct Config {
     pub event_retention_seconds: i64,
     /// Country calling codes accepted for phone numbers; empty accepts all.
     pub phone_calling_codes: Vec<String>,
+    /// Whether answers carry `X-Storage-Ops` and the log gets a `storage-ops` line per request (`STORAGE_METRICS`,
+    /// for the benchmark and the budget test). Never true in production.
+    pub storage_metrics: bool,
 }
 
 /// A setting is missing or out of range: the deployment is broken, and every request says so in the log.
@@ -135,6 +138,16 @@ impl Config {
             );
         }
 
+        let storage_metrics = match setting(env, "STORAGE_METRICS").as_deref().map(str::trim) {
+            None | Some("0" | "false" | "off") => false,
+            Some("1" | "true" | "on") => true,
+            Some(other) => return Err(ConfigError(format!("STORAGE_METRICS {other:?} is not one of: 1, 0"))),
+        };
+        // The figures describe the service's storage layout: for local measurement, not for clients.
+        if production && storage_metrics {
+            return Err(ConfigError("STORAGE_METRICS is refused when ENVIRONMENT is production".into()));
+        }
+
         let cors =
             Cors::parse(&setting(env, "CORS_ALLOWED_ORIGINS").unwrap_or_default(), production).map_err(ConfigError)?;
 
@@ -153,6 +166,7 @@ impl Config {
         Ok(Config {
             event_retention_seconds: 86_400 * number(env, "EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             phone_calling_codes,
+            storage_metrics,
             messages,
             policy,
             hasher,

@@ -7,14 +7,13 @@ mod error;
 #[cfg(test)]
 mod properties;
 
-use std::rc::Rc;
-
 use serde_json::{json, Value};
 use worker::{event, Context, Env, Method, Request, Response, ScheduleContext, ScheduledEvent};
 
 use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
 use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
+use crate::adapters::meter::Meter;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
 use crate::login::{ClientIp, Clock, Login, PendingCode};
@@ -46,6 +45,17 @@ impl Route {
         }
     }
 
+    /// The path segment, as named in logs.
+    fn name(self) -> &'static str {
+        match self {
+            Route::GenerateOtp => "generate-otp",
+            Route::ResendOtp => "resend-otp",
+            Route::VerifyOtp => "verify-otp",
+            Route::Logout => "logout",
+            Route::Me => "me",
+        }
+    }
+
     fn method(self) -> Method {
         match self {
             Route::Me => Method::Get,
@@ -72,7 +82,7 @@ fn start() {
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let purged = async {
         let config = Config::load(&env).map_err(|e| e.to_string())?;
-        let db = D1(Rc::new(env.d1("DB").map_err(|e| e.to_string())?));
+        let db = D1::new(env.d1("DB").map_err(|e| e.to_string())?, Meter::new(false));
         db.purge(WorkerClock.now(), &config.policy, config.event_retention_seconds).await.map_err(|e| e.0)
     };
     match purged.await {
@@ -94,12 +104,21 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         Err(e) => return Ok(ApiError::internal("configuration", &e).response()),
     };
     let preflight = req.method() == Method::Options;
-    let response = match handle(&mut req, &env, &ctx, &config).await {
+    let meter = Meter::new(config.storage_metrics);
+    let response = match handle(&mut req, &env, &ctx, &config, &meter).await {
         Ok(response) => response,
         Err(error) => error.response(),
     };
+    // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is exactly the
+    // storage work on the response path; `after_response` reports the rest.
+    if let Some(ops) = meter.take() {
+        let _ = response.headers().set(STORAGE_OPS_HEADER, &ops.to_string());
+    }
     Ok(config.cors.decorate(response, origin.as_deref(), preflight))
 }
+
+/// The storage work a request did before its answer (only with `STORAGE_METRICS`, never in production).
+const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
 fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
@@ -117,7 +136,13 @@ pub(crate) fn json_response(status: u16, body: &Value) -> Response {
     response
 }
 
-async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) -> Result<Response, ApiError> {
+async fn handle(
+    req: &mut Request,
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    meter: &Meter,
+) -> Result<Response, ApiError> {
     let route = Route::from_path(&req.path()).ok_or(ApiError::NotFound)?;
     let method = req.method();
     if method == Method::Options {
@@ -130,7 +155,8 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
     }
 
     let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
-    let login = edge_login(req, env, config, &client)?;
+    let login = edge_login(req, env, config, &client, meter)?;
+    let meter = meter.clone();
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
             let body = body::json_object(req).await?;
@@ -142,7 +168,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
                 if let Err(e) = login.deliver_code(&pending).await {
                     worker::console_error!("delivery: {e}");
                 }
-                flush_events(&login).await;
+                after_response(&login, &meter, route).await;
             });
             Ok(answer)
         }
@@ -163,13 +189,13 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
                     }),
                 )
             });
-            ctx.wait_until(async move { flush_events(&login).await });
+            ctx.wait_until(async move { after_response(&login, &meter, route).await });
             Ok(answer?)
         }
         Route::Logout => {
             let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
             login.logout(&auth).await?;
-            ctx.wait_until(async move { flush_events(&login).await });
+            ctx.wait_until(async move { after_response(&login, &meter, route).await });
             Ok(json_response(200, &json!({ "message": "Logged out successfully." })))
         }
         Route::Me => {
@@ -180,9 +206,15 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context, config: &Config) ->
     }
 }
 
-fn edge_login(req: &Request, env: &Env, config: &Config, client: &ClientIp) -> Result<EdgeLogin, ApiError> {
-    let db = D1(Rc::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?));
-    let kv = Kv(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?);
+fn edge_login(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    client: &ClientIp,
+    meter: &Meter,
+) -> Result<EdgeLogin, ApiError> {
+    let db = D1::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?, meter.clone());
+    let kv = Kv::new(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?, meter.clone());
     let origin = RequestOrigin {
         ip: Some(client.0.clone()),
         user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
@@ -217,9 +249,13 @@ fn client_country(req: &Request) -> Option<String> {
         .filter(|c| (2..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
 }
 
-async fn flush_events(login: &EdgeLogin) {
+/// The work after the answer: the audit events, then (with `STORAGE_METRICS`) the storage work done since the answer.
+async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
     if let Err(e) = login.events.flush().await {
         worker::console_error!("audit trail: {}", e.0);
+    }
+    if let Some(ops) = meter.take() {
+        worker::console_log!("storage-ops after-response route={} {ops}", route.name());
     }
 }
 

@@ -227,9 +227,9 @@ function envFileLine(key, value) {
 /**
  * Starts `wrangler dev` for the built worker with a fresh, seeded local D1.
  * options.vars: worker vars/secrets (strings), over BASE_VARS. options.extraSeed: false to skip the harness's
- * extra accounts. options.sql: more SQL to run before starting.
+ * extra accounts. options.sql: more SQL to run before starting. options.devArgs: more `wrangler dev` arguments.
  */
-export async function startWorker({ vars = {}, extraSeed = true, sql = null } = {}) {
+export async function startWorker({ vars = {}, extraSeed = true, sql = null, devArgs = [] } = {}) {
   await ensureBuilt();
   const tmp = await mkdtemp(path.join(os.tmpdir(), "otp-e2e-"));
   liveTempDirs.add(tmp);
@@ -302,6 +302,7 @@ export async function startWorker({ vars = {}, extraSeed = true, sql = null } = 
       "--test-scheduled",
     ];
     for (const [k, v] of Object.entries(allVars)) args.push("--var", `${k}:${v}`);
+    args.push(...devArgs);
 
     child = spawn(process.execPath, args, {
       cwd: ROOT,
