@@ -697,12 +697,12 @@ impl D1 {
 // ---- Audit trail ----------------------------------------------------------------------------------------------
 
 /// ?1 time, ?2 event, ?3 user id, ?4 channel, ?5 masked identifier, ?6 ip, ?7 user agent, ?8 detail,
-/// ?9 the plain identifier, used only to find the user when the use case did not know it.
+/// ?9 the plain identifier, used only to find the user when the use case did not know it, ?10 country.
 const INSERT_EVENT: &str = "\
-INSERT INTO login_events (occurred_at, event, user_id, channel, identifier, ip, user_agent, detail)
+INSERT INTO login_events (occurred_at, event, user_id, channel, identifier, ip, user_agent, detail, country)
 VALUES (?1, ?2, COALESCE(?3, CASE ?4
     WHEN 'email' THEN (SELECT id FROM users WHERE email = ?9)
-    WHEN 'sms' THEN (SELECT user_id FROM profiles WHERE phone_number = ?9) END), ?4, ?5, ?6, ?7, ?8)";
+    WHEN 'sms' THEN (SELECT user_id FROM profiles WHERE phone_number = ?9) END), ?4, ?5, ?6, ?7, ?8, ?10)";
 
 const RECORD_LOGIN: &str = "UPDATE users SET last_login = ?2 WHERE id = ?1";
 
@@ -711,6 +711,9 @@ const RECORD_LOGIN: &str = "UPDATE users SET last_login = ?2 WHERE id = ?1";
 pub struct RequestOrigin {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// ISO 3166-1 alpha-2 code from Cloudflare's own geolocation (`request.cf.country`); `None` when the runtime
+    /// gives none.
+    pub country: Option<String>,
 }
 
 /// Buffers a request's audit events; [`DeferredEvents::flush`] writes them in one batch after the response.
@@ -746,6 +749,7 @@ impl DeferredEvents {
                     opt_text(self.origin.user_agent.as_deref()),
                     opt_text(event.detail.as_deref()),
                     opt_text(identifier.map(Identifier::value)),
+                    opt_text(self.origin.country.as_deref()),
                 ],
             )?);
             if let (EventKind::Login, Some(user_id)) = (event.kind, event.user_id) {

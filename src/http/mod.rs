@@ -270,12 +270,11 @@ fn after_later(ctx: &Context, login: EdgeLogin, meter: Meter, route: Route) {
 
 /// The device a login or refresh comes from: user agent, IP, and Cloudflare's coarse geolocation.
 fn device(req: &Request, client: &ClientIp) -> Device {
-    let cf = req.cf();
     Device {
         user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
         ip: Some(client.0.clone()),
-        country: cf.and_then(|cf| cf.country()),
-        city: cf.and_then(|cf| cf.city()),
+        country: client_country(req),
+        city: req.cf().and_then(|cf| cf.city()),
     }
 }
 
@@ -323,6 +322,7 @@ fn edge_login(
     let origin = RequestOrigin {
         ip: Some(client.0.clone()),
         user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
+        country: client_country(req),
     };
     Ok(Login {
         accounts: db.clone(),
@@ -343,6 +343,15 @@ fn edge_login(
         messages: config.messages.clone(),
         test_logins: config.test_logins.clone(),
     })
+}
+
+/// The client's country as Cloudflare's edge geolocated it. Only `request.cf` is trusted: a `CF-IPCountry` header
+/// can be sent by anyone when the zone's IP geolocation is off, and is not needed when `cf` is there. Anything that
+/// is not a short upper-case code (Cloudflare also uses `XX` for unknown and `T1` for Tor) is dropped.
+fn client_country(req: &Request) -> Option<String> {
+    req.cf()
+        .and_then(|cf| cf.country())
+        .filter(|c| (2..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
 }
 
 /// The work after the answer: the audit events, then (with `STORAGE_METRICS`) the storage work done since the answer.
