@@ -12,6 +12,7 @@ import { startMockProviders } from "./support/mock-providers.mjs";
 import { ROOT, SEED, startWorker } from "./support/worker.mjs";
 
 const ADMIN = path.join(ROOT, "scripts", "admin.mjs");
+const REFRESH = "/auth/api/mobile/refresh/";
 // The first call builds src/bin/admin-check.rs for the host.
 const ADMIN_TIMEOUT_MS = 240_000;
 const T = { timeout: 300_000 };
@@ -53,7 +54,8 @@ async function logIn(email, ip, headers = {}) {
   const gen = await api.post(PATHS.generate, { email }, { ip, headers });
   assert.equal(gen.status, 200, describeResponse(gen));
   const { code } = await mock.waitForMessage(email, 10_000, { since });
-  return { code, token: assertLogin(await api.post(PATHS.verify, { email, otp_code: code }, { ip, headers })) };
+  const res = await api.post(PATHS.verify, { email, otp_code: code }, { ip, headers });
+  return { code, token: assertLogin(res), refresh: res.body.refresh_token };
 }
 
 /** Asserts that a code request for `email` is answered as usual and nothing is sent. */
@@ -208,13 +210,14 @@ describe("administration and audit", { timeout: 900_000 }, () => {
   test("group membership, employee groups, deactivation: access follows at the next login, each loss is recorded", T, async () => {
     const u = SEED.employees[1];
     const ip = "203.0.113.79";
-    const { token } = await logIn(u.email, ip);
+    const { token, refresh } = await logIn(u.email, ip);
 
     const removed = await adminOk("remove-from-group", "--email", u.email, "--group", "Employees");
     assert.match(removed.stdout, new RegExp(`${u.email} can no longer log in \\(removed from Employees\\)`));
     assert.equal((await directory(u.email)).may_log_in, 0);
     await assertNoCodeSent(u.email, ip);
     assertError(await api.get(PATHS.me, { token }), 401, "invalid_token");
+    assertError(await api.post(REFRESH, { refresh_token: refresh }), 401, "invalid_token");
     await adminOk("add-to-group", "--email", u.email, "--group", "Employees");
     await logIn(u.email, ip);
 
@@ -233,6 +236,11 @@ describe("administration and audit", { timeout: 900_000 }, () => {
     const off = await adminOk("deactivate", "--email", v.email);
     assert.match(off.stdout, new RegExp(`${v.email} can no longer log in \\(deactivated\\)`));
     assertError(await api.get(PATHS.me, { token: session.token }), 401, "invalid_token");
+    assertError(await api.post(REFRESH, { refresh_token: session.refresh }), 401, "invalid_token");
+    const [ended] = await worker.d1(
+      `SELECT revoked_reason FROM sessions WHERE user_id = (SELECT id FROM users WHERE email = '${v.email}')`,
+    );
+    assert.equal(ended.revoked_reason, "deactivated", "the admin command revoked the session row");
     await assertNoCodeSent(v.email, ip);
     const again = await adminOk("deactivate", "--email", v.email);
     assert.doesNotMatch(again.stdout, /can no longer log in/, "deactivating twice loses nothing the second time");
