@@ -93,13 +93,18 @@ describe("budgets: bundle size, startup CPU, storage work", { timeout: 600_000 }
 
   test("starting the bundle in workerd takes at most 400 ms of CPU, as wrangler check startup profiles it", T, async (t) => {
     await readFile(bundle).catch(() => wrangler(["deploy", "--dry-run", "--outfile", bundle]));
-    const profilePath = path.join(tmp, "startup.cpuprofile");
-    const out = await wrangler(["check", "startup", "--worker", bundle, "--outfile", profilePath]);
-    const profile = JSON.parse(await readFile(profilePath, "utf8"));
-    assert.ok(profile.samples?.length > 0, `a CPU profile with samples; wrangler printed:\n${out}`);
-    const activeMs = activeProfileMs(profile);
-    t.diagnostic(`startup: ${activeMs.toFixed(1)} ms active CPU over ${profile.samples.length} samples`);
-    assert.ok(activeMs > 0, "the profile saw the module start");
+    // The profile is sampled: a start of a few milliseconds can fall between samples (seen once: 3 samples, all
+    // idle). Profile up to three starts and keep the largest; a budget check needs at least one that saw it.
+    let activeMs = 0;
+    for (let attempt = 1; attempt <= 3 && activeMs === 0; attempt++) {
+      const profilePath = path.join(tmp, `startup-${attempt}.cpuprofile`);
+      const out = await wrangler(["check", "startup", "--worker", bundle, "--outfile", profilePath]);
+      const profile = JSON.parse(await readFile(profilePath, "utf8"));
+      assert.ok(profile.samples?.length > 0, `a CPU profile with samples; wrangler printed:\n${out}`);
+      activeMs = Math.max(activeMs, activeProfileMs(profile));
+      t.diagnostic(`startup, profile ${attempt}: ${activeProfileMs(profile).toFixed(1)} ms active CPU over ${profile.samples.length} samples`);
+    }
+    assert.ok(activeMs > 0, "one of three profiles saw the module start");
     assert.ok(activeMs <= BUDGET.startupActiveMs, `startup took ${activeMs.toFixed(1)} ms of CPU`);
   });
 
