@@ -36,15 +36,9 @@ impl Mailgun {
             .append_pair("text", &message.text)
             .append_pair("html", &message.html)
             .finish();
-        ProviderRequest {
-            url: format!("{}/v3/{}/messages", self.api_base.trim_end_matches('/'), self.domain),
-            headers: vec![
-                ("Authorization", basic_auth("api", &self.api_key)),
-                ("Content-Type", "application/x-www-form-urlencoded".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body,
-        }
+        let path = format!("/v3/{}/messages", self.domain);
+        ProviderRequest::new(&self.api_base, &path, "application/x-www-form-urlencoded", body)
+            .header("Authorization", basic_auth("api", &self.api_key))
     }
 }
 

@@ -43,6 +43,23 @@ pub struct ProviderRequest {
     pub body: String,
 }
 
+impl ProviderRequest {
+    /// A POST of `body` (a `content_type` document) to `path` under `api_base`, carrying the [`USER_AGENT`] every
+    /// provider call needs; providers add their authentication with [`ProviderRequest::header`].
+    pub fn new(api_base: &str, path: &str, content_type: &str, body: String) -> ProviderRequest {
+        ProviderRequest {
+            url: format!("{}{path}", api_base.trim_end_matches('/')),
+            headers: vec![("Content-Type", content_type.into()), ("User-Agent", USER_AGENT.into())],
+            body,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: String) -> ProviderRequest {
+        self.headers.push((name, value));
+        self
+    }
+}
+
 /// An email provider name accepted in `EMAIL_PROVIDER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmailProvider {

@@ -31,15 +31,9 @@ impl Plivo {
     pub fn request(&self, message: &Message) -> ProviderRequest {
         let body =
             JsonObject::new().text("src", &self.from).text("dst", message.to.value()).text("text", &message.text);
-        ProviderRequest {
-            url: format!("{}/v1/Account/{}/Message/", self.api_base.trim_end_matches('/'), self.auth_id),
-            headers: vec![
-                ("Authorization", basic_auth(&self.auth_id, &self.auth_token)),
-                ("Content-Type", "application/json".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body: body.finish(),
-        }
+        let path = format!("/v1/Account/{}/Message/", self.auth_id);
+        ProviderRequest::new(&self.api_base, &path, "application/json", body.finish())
+            .header("Authorization", basic_auth(&self.auth_id, &self.auth_token))
     }
 }
 

@@ -36,16 +36,9 @@ impl Postmark {
             .text("TextBody", &message.text)
             .text("HtmlBody", &message.html)
             .text("MessageStream", &self.message_stream);
-        ProviderRequest {
-            url: format!("{}/email", self.api_base.trim_end_matches('/')),
-            headers: vec![
-                ("X-Postmark-Server-Token", self.server_token.clone()),
-                ("Accept", "application/json".into()),
-                ("Content-Type", "application/json".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body: body.finish(),
-        }
+        ProviderRequest::new(&self.api_base, "/email", "application/json", body.finish())
+            .header("X-Postmark-Server-Token", self.server_token.clone())
+            .header("Accept", "application/json".into())
     }
 }
 

@@ -33,15 +33,8 @@ impl Resend {
             .text("subject", &message.subject)
             .text("text", &message.text)
             .text("html", &message.html);
-        ProviderRequest {
-            url: format!("{}/emails", self.api_base.trim_end_matches('/')),
-            headers: vec![
-                ("Authorization", format!("Bearer {}", self.api_key)),
-                ("Content-Type", "application/json".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body: body.finish(),
-        }
+        ProviderRequest::new(&self.api_base, "/emails", "application/json", body.finish())
+            .header("Authorization", format!("Bearer {}", self.api_key))
     }
 }
 

@@ -41,15 +41,8 @@ impl SendGrid {
             .text("subject", &message.subject)
             // SendGrid requires text/plain first, then text/html.
             .raw("content", &format!("[{},{}]", part("text/plain", &message.text), part("text/html", &message.html)));
-        ProviderRequest {
-            url: format!("{}/v3/mail/send", self.api_base.trim_end_matches('/')),
-            headers: vec![
-                ("Authorization", format!("Bearer {}", self.api_key)),
-                ("Content-Type", "application/json".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body: body.finish(),
-        }
+        ProviderRequest::new(&self.api_base, "/v3/mail/send", "application/json", body.finish())
+            .header("Authorization", format!("Bearer {}", self.api_key))
     }
 }
 

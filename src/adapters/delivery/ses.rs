@@ -41,11 +41,8 @@ impl Ses {
             .text("FromEmailAddress", &self.from)
             .raw("Destination", &format!("{{\"ToAddresses\":[{}]}}", quote(message.to.value())))
             .raw("Content", &format!("{{\"Simple\":{simple}}}"));
-        let mut request = ProviderRequest {
-            url: format!("{}/v2/email/outbound-emails", self.api_base.trim_end_matches('/')),
-            headers: vec![("Content-Type", "application/json".into()), ("User-Agent", super::USER_AGENT.into())],
-            body: body.finish(),
-        };
+        let mut request =
+            ProviderRequest::new(&self.api_base, "/v2/email/outbound-emails", "application/json", body.finish());
         sigv4::sign(&mut request, &self.credentials, "ses", now)?;
         Some(request)
     }

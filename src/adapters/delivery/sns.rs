@@ -43,14 +43,8 @@ impl Sns {
             .append_pair("MessageAttributes.entry.1.Value.DataType", "String")
             .append_pair("MessageAttributes.entry.1.Value.StringValue", "Transactional")
             .finish();
-        let mut request = ProviderRequest {
-            url: format!("{}/", self.api_base.trim_end_matches('/')),
-            headers: vec![
-                ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body,
-        };
+        let mut request =
+            ProviderRequest::new(&self.api_base, "/", "application/x-www-form-urlencoded; charset=utf-8", body);
         sigv4::sign(&mut request, &self.credentials, "sns", now)?;
         Some(request)
     }

@@ -33,19 +33,9 @@ impl Twilio {
             .append_pair("From", &self.from_number)
             .append_pair("Body", &message.text)
             .finish();
-        ProviderRequest {
-            url: format!(
-                "{}/2010-04-01/Accounts/{}/Messages.json",
-                self.api_base.trim_end_matches('/'),
-                self.account_sid
-            ),
-            headers: vec![
-                ("Authorization", basic_auth(&self.account_sid, &self.auth_token)),
-                ("Content-Type", "application/x-www-form-urlencoded".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body,
-        }
+        let path = format!("/2010-04-01/Accounts/{}/Messages.json", self.account_sid);
+        ProviderRequest::new(&self.api_base, &path, "application/x-www-form-urlencoded", body)
+            .header("Authorization", basic_auth(&self.account_sid, &self.auth_token))
     }
 }
 

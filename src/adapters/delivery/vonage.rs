@@ -35,16 +35,9 @@ impl Vonage {
             .text("to", message.to.value().trim_start_matches('+'))
             .text("from", self.from.trim_start_matches('+'))
             .text("text", &message.text);
-        ProviderRequest {
-            url: format!("{}/v1/messages", self.api_base.trim_end_matches('/')),
-            headers: vec![
-                ("Authorization", basic_auth(&self.api_key, &self.api_secret)),
-                ("Content-Type", "application/json".into()),
-                ("Accept", "application/json".into()),
-                ("User-Agent", super::USER_AGENT.into()),
-            ],
-            body: body.finish(),
-        }
+        ProviderRequest::new(&self.api_base, "/v1/messages", "application/json", body.finish())
+            .header("Authorization", basic_auth(&self.api_key, &self.api_secret))
+            .header("Accept", "application/json".into())
     }
 }
 
