@@ -13,13 +13,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
 import { revokeUserAccess } from "./lib/revoke.mjs";
+import { ROOT, WRANGLER_BIN, spawnWrangler } from "./lib/wrangler.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const WRANGLER_BIN = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
-const BUNDLED_NODE = path.join(ROOT, "node_modules", ".bin", "node");
 const CARGO_BIN_DIR = path.join(os.homedir(), ".cargo", "bin");
 const MAX_TEXT = 150; // Django's limit for names, kept for branch, designation and group names too.
 
@@ -203,13 +200,6 @@ function checkIdentifiers({ email, newEmail, phone, locale }) {
 
 // ---- D1 through wrangler -----------------------------------------------------------------------------------------
 
-// wrangler 4.164 needs Node >= 22.12; `npm run` puts the project's Node 22 first, a direct `node` call may not.
-function nodeForWrangler() {
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  if (major > 22 || (major === 22 && minor >= 12)) return process.execPath;
-  return existsSync(BUNDLED_NODE) ? BUNDLED_NODE : process.execPath;
-}
-
 function sql(value) {
   if (value === null || value === undefined) return "NULL";
   if (typeof value === "number") return String(value);
@@ -225,20 +215,7 @@ function d1(args, ...statements) {
   if (!existsSync(WRANGLER_BIN)) throw new Error("wrangler is not installed; run `sh scripts/bootstrap.sh` first");
   const target = args.remote ? ["--remote"] : ["--local", ...(args.persistTo ? ["--persist-to", args.persistTo] : [])];
   const command = statements.map((s) => s.trim()).join(";\n");
-  const result = spawnSync(
-    nodeForWrangler(),
-    [WRANGLER_BIN, "d1", "execute", "DB", ...target, "--yes", "--json", "--command", command],
-    {
-      cwd: ROOT,
-      encoding: "utf8",
-      maxBuffer: 64 * 1024 * 1024,
-      env: {
-        ...process.env,
-        WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? "false",
-        CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
-      },
-    },
-  );
+  const result = spawnWrangler(["d1", "execute", "DB", ...target, "--yes", "--json", "--command", command]);
   if (result.error) throw new Error(`could not run wrangler: ${result.error.message}`);
   const out = result.stdout ?? "";
   const start = out.search(/^[[{]/m);

@@ -10,24 +10,12 @@
 // Local D1 (.wrangler/state, or --persist-to DIR) is the default; --remote targets the deployed database.
 // Running it again is harmless.
 
-import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const WRANGLER_BIN = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
+import { ROOT, WRANGLER_BIN, spawnWrangler } from "./lib/wrangler.mjs";
+
 const WRANGLER_LINK = path.join(ROOT, "node_modules", ".bin", "wrangler");
-const BUNDLED_NODE = path.join(ROOT, "node_modules", ".bin", "node");
-
-// wrangler 4.164 needs Node >= 22.12. Use the node running this script (npm run puts the project's Node 22 first
-// on PATH); if that one is older, fall back to the project's own node from node_modules/.bin.
-function nodeForWrangler() {
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  if (major > 22 || (major === 22 && minor >= 12)) return process.execPath;
-  if (existsSync(BUNDLED_NODE)) return BUNDLED_NODE;
-  return process.execPath;
-}
 
 const TEST_USER = Object.freeze({
   email: "mobile.test@example.com",
@@ -114,17 +102,7 @@ function wrangler(args, { capture = false } = {}) {
     process.stderr.write(`setup: wrangler not found at ${WRANGLER_LINK}; run \`npm install\` first.\n`);
     process.exit(1);
   }
-  const result = spawnSync(nodeForWrangler(), [WRANGLER_BIN, ...args], {
-    cwd: ROOT,
-    stdio: capture ? ["ignore", "pipe", "pipe"] : "inherit",
-    encoding: "utf8",
-    maxBuffer: 64 * 1024 * 1024,
-    env: {
-      ...process.env,
-      WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? "false",
-      CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
-    },
-  });
+  const result = spawnWrangler(args, { stdio: capture ? ["ignore", "pipe", "pipe"] : "inherit" });
   if (result.error) {
     process.stderr.write(`setup: could not run wrangler: ${result.error.message}\n`);
     process.exit(1);

@@ -15,22 +15,12 @@
 // The KV key format ('session:' + SHA-256 of the token, hex) mirrors src/adapters/kv.rs. Running it twice is
 // harmless: the second run finds no live session.
 
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const WRANGLER_BIN = path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
-const BUNDLED_NODE = path.join(ROOT, "node_modules", ".bin", "node");
-
-// wrangler 4.164 needs Node >= 22.12; `npm run` puts the project's Node 22 first, a direct `node` call may not.
-function nodeForWrangler() {
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  if (major > 22 || (major === 22 && minor >= 12)) return process.execPath;
-  return existsSync(BUNDLED_NODE) ? BUNDLED_NODE : process.execPath;
-}
+import { WRANGLER_BIN, spawnWrangler } from "./wrangler.mjs";
 
 function sqlString(value) {
   return `'${String(value).replaceAll("'", "''")}'`;
@@ -38,16 +28,7 @@ function sqlString(value) {
 
 function wrangler(args) {
   if (!existsSync(WRANGLER_BIN)) throw new Error("wrangler is not installed; run `sh scripts/bootstrap.sh` first");
-  const result = spawnSync(nodeForWrangler(), [WRANGLER_BIN, ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    maxBuffer: 64 * 1024 * 1024,
-    env: {
-      ...process.env,
-      WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? "false",
-      CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
-    },
-  });
+  const result = spawnWrangler(args);
   if (result.error) throw new Error(`could not run wrangler: ${result.error.message}`);
   if (result.status !== 0) {
     throw new Error(`\`wrangler ${args.slice(0, 3).join(" ")}\` failed (exit ${result.status}):\n${result.stdout}${result.stderr}`);
