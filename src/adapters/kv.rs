@@ -41,7 +41,10 @@ impl Kv {
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         self.meter.kv_read();
-        self.store.get(key).json::<T>().await.map_err(store_error)
+        match self.store.get(key).text().await.map_err(store_error)? {
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(store_error),
+            None => Ok(None),
+        }
     }
 }
 

@@ -1,41 +1,31 @@
 //! Reading request bodies: media type, size cap (enforced while streaming), JSON, and the API's fields.
 
-use futures_util::StreamExt;
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
-use worker::Request;
 
 use super::error::ApiError;
+use super::incoming::{BodyError, Incoming};
 use crate::domain::{Email, Identifier, Locale, OtpCode, PhoneNumber, Token};
 
 /// Largest accepted body. The real ones are well under 200 bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
 
 /// The body as a JSON object, or the 4xx that explains why not.
-pub async fn json_object(req: &mut Request) -> Result<Map<String, Value>, ApiError> {
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let content_type = header("Content-Type").unwrap_or_default();
+pub async fn json_object(req: &Incoming) -> Result<Map<String, Value>, ApiError> {
+    let content_type = req.header("Content-Type").unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let declared = header("Content-Length").and_then(|n| n.trim().parse::<u64>().ok());
+    let declared = req.header("Content-Length").and_then(|n| n.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-
-    let mut body = Vec::new();
-    // A POST without a body has no stream; that is an empty body.
-    if let Ok(mut stream) = req.stream() {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| ApiError::MalformedJson)?;
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
+    match req.body(MAX_BODY_BYTES).await {
+        Ok(body) => parse_object(&body),
+        Err(BodyError::TooLarge) => Err(ApiError::PayloadTooLarge),
+        Err(BodyError::Unreadable) => Err(ApiError::MalformedJson),
     }
-    parse_object(&body)
 }
 
 /// Strict JSON that must be an object: no trailing data, nesting bounded by serde_json's limit of 128, and no

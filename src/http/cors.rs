@@ -1,7 +1,5 @@
 //! CORS for browser clients, by an explicit list of allowed origins. Native mobile apps do not use it.
 
-use worker::Response;
-
 pub struct Cors {
     origins: Vec<String>,
     any: bool,
@@ -32,23 +30,21 @@ impl Cors {
         self.any || self.origins.iter().any(|o| o == origin)
     }
 
-    /// Adds the CORS headers a response needs for `origin`; `preflight` adds the ones an OPTIONS answer needs.
-    pub fn decorate(&self, response: Response, origin: Option<&str>, preflight: bool) -> Response {
+    /// The CORS headers an answer needs for `origin`; `preflight` adds the ones an OPTIONS answer needs.
+    pub fn headers(&self, origin: Option<&str>, preflight: bool) -> Vec<(&'static str, String)> {
         if self.origins.is_empty() {
-            return response;
+            return Vec::new();
         }
-        let headers = response.headers();
-        // Header names and values are ASCII we control or an origin the client sent; a failure only drops a header.
-        let _ = headers.append("Vary", "Origin");
+        let mut headers = vec![("Vary", "Origin".to_owned())];
         if let Some(origin) = origin.filter(|o| self.allows(o)) {
-            let _ = headers.set("Access-Control-Allow-Origin", origin);
+            headers.push(("Access-Control-Allow-Origin", origin.to_owned()));
             if preflight {
-                let _ = headers.set("Access-Control-Allow-Methods", ALLOW_METHODS);
-                let _ = headers.set("Access-Control-Allow-Headers", ALLOW_HEADERS);
-                let _ = headers.set("Access-Control-Max-Age", MAX_AGE_SECONDS);
+                headers.push(("Access-Control-Allow-Methods", ALLOW_METHODS.to_owned()));
+                headers.push(("Access-Control-Allow-Headers", ALLOW_HEADERS.to_owned()));
+                headers.push(("Access-Control-Max-Age", MAX_AGE_SECONDS.to_owned()));
             }
         }
-        response
+        headers
     }
 }
 
@@ -65,5 +61,16 @@ mod tests {
         assert!(Cors::parse("*", true).is_err());
         assert!(Cors::parse("*", false).unwrap().allows("https://anything.example"));
         assert!(Cors::parse("app.example.com", false).is_err());
+    }
+
+    #[test]
+    fn only_allowed_origins_get_cors_headers_and_only_preflights_get_the_rest() {
+        let cors = Cors::parse("https://app.example.com", true).unwrap();
+        let names = |h: Vec<(&'static str, String)>| h.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(names(cors.headers(Some("https://evil.example.com"), true)), ["Vary"]);
+        assert_eq!(names(cors.headers(None, false)), ["Vary"]);
+        assert_eq!(names(cors.headers(Some("https://app.example.com"), false)), ["Vary", "Access-Control-Allow-Origin"]);
+        assert_eq!(cors.headers(Some("https://app.example.com"), true).len(), 5);
+        assert!(Cors::parse("", true).unwrap().headers(Some("https://app.example.com"), true).is_empty());
     }
 }

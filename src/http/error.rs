@@ -1,8 +1,8 @@
 //! The one error vocabulary of the API: every failure a client can see, with its status, stable code and message.
 
 use serde_json::{json, Map, Value};
-use worker::Response;
 
+use super::answer::Answer;
 use crate::domain::{EmailError, PhoneNumberError};
 use crate::login::{AuthError, InternalError, LoginError, Refusal};
 
@@ -136,7 +136,7 @@ impl ApiError {
     }
 
     /// The JSON answer with its status and protocol headers (`Retry-After`, `WWW-Authenticate`, `Allow`).
-    pub fn response(&self) -> Response {
+    pub fn response(&self) -> Answer {
         let mut error = Map::new();
         error.insert("code".into(), self.code().into());
         error.insert("message".into(), self.message().into());
@@ -149,22 +149,17 @@ impl ApiError {
         if let Some(seconds) = self.retry_after() {
             error.insert("retry_after_seconds".into(), seconds.into());
         }
-        let response = super::json_response(self.status(), &json!({ "error": Value::Object(error) }));
-        let headers = response.headers();
-        let set = |name: &str, value: &str| {
-            // Header names and values here are static ASCII; setting them cannot fail.
-            let _ = headers.set(name, value);
-        };
+        let mut answer = Answer::json(self.status(), &json!({ "error": Value::Object(error) }));
         if let Some(seconds) = self.retry_after() {
-            set("Retry-After", &seconds.to_string());
+            answer.header("Retry-After", seconds.to_string());
         }
         match self {
-            ApiError::NotAuthenticated => set("WWW-Authenticate", "Token realm=\"api\""),
-            ApiError::InvalidToken => set("WWW-Authenticate", "Token realm=\"api\", error=\"invalid_token\""),
-            ApiError::MethodNotAllowed { allow } => set("Allow", allow),
+            ApiError::NotAuthenticated => answer.header("WWW-Authenticate", "Token realm=\"api\""),
+            ApiError::InvalidToken => answer.header("WWW-Authenticate", "Token realm=\"api\", error=\"invalid_token\""),
+            ApiError::MethodNotAllowed { allow } => answer.header("Allow", *allow),
             _ => {}
         }
-        response
+        answer
     }
 
     /// Logs an internal fault (never client data) and answers opaquely.

@@ -1,15 +1,17 @@
 //! The HTTP layer: the Worker entry point, routing, and the translation between JSON and the use cases.
 
+mod answer;
 mod body;
 mod config;
 mod cors;
 mod error;
 mod gateway;
+mod incoming;
 #[cfg(test)]
 mod properties;
 
 use serde_json::{json, Value};
-use worker::{event, Context, Env, Method, Request, Response, ScheduleContext, ScheduledEvent};
+use worker::{event, web_sys, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
 use crate::adapters::delivery::Delivery;
@@ -18,8 +20,10 @@ use crate::adapters::meter::Meter;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
 use crate::login::{Authenticated, ClientIp, Clock, Device, Login, LoginGrant, PendingCode, SessionInfo};
+use answer::Answer;
 use config::Config;
 use error::ApiError;
+use incoming::Incoming;
 
 type EdgeLogin = Login<D1, D1, Kv, Kv, D1, Delivery, WorkerClock, CryptoRandom, DeferredEvents>;
 
@@ -73,12 +77,17 @@ impl Route {
         }
     }
 
-    fn method(self) -> Method {
+    fn method(self) -> &'static str {
         match self {
-            Route::Me | Route::Sessions => Method::Get,
-            Route::Session(_) => Method::Delete,
-            _ => Method::Post,
+            Route::Me | Route::Sessions => "GET",
+            Route::Session(_) => "DELETE",
+            _ => "POST",
         }
+    }
+
+    /// Whether the route writes audit events (after the answer). me/ and sessions/ only read.
+    fn records_events(self) -> bool {
+        !matches!(self, Route::Me | Route::Sessions)
     }
 
     fn allow(self) -> &'static str {
@@ -122,74 +131,81 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
+/// What a request is answered with: the service's own answer, or the origin's (gateway mode), passed on as it came.
+enum Reply {
+    Own(Answer),
+    Forwarded(worker::Response),
+}
+
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let origin = header(&req, "Origin");
-    let config = match Config::load(&env) {
-        Ok(config) => config,
-        Err(e) => return Ok(ApiError::internal("configuration", &e).response()),
+async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let req = Incoming::new(raw);
+    let origin = req.header("Origin");
+    let preflight = req.method() == "OPTIONS";
+    let reply = match Config::load(&env) {
+        Ok(config) => {
+            let meter = Meter::new(config.storage_metrics);
+            let mut reply = handle(&req, &env, &ctx, &config, &meter).await.unwrap_or_else(|error| Reply::Own(error.response()));
+            let mut extra = config.cors.headers(origin.as_deref(), preflight);
+            // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is
+            // exactly the storage work on the response path; `after_response` reports the rest.
+            if let Some(ops) = meter.take() {
+                extra.push((STORAGE_OPS_HEADER, ops.to_string()));
+            }
+            match &mut reply {
+                Reply::Own(answer) => extra.into_iter().for_each(|(name, value)| answer.header(name, value)),
+                Reply::Forwarded(response) => {
+                    // Header names and values are ASCII we control or an origin the client sent; a failure only
+                    // drops a header.
+                    let headers = response.headers();
+                    for (name, value) in extra {
+                        let _ = headers.append(name, &value);
+                    }
+                }
+            }
+            reply
+        }
+        Err(e) => Reply::Own(ApiError::internal("configuration", &e).response()),
     };
-    let preflight = req.method() == Method::Options;
-    let meter = Meter::new(config.storage_metrics);
-    let response = match handle(&mut req, &env, &ctx, &config, &meter).await {
-        Ok(response) => response,
-        Err(error) => error.response(),
-    };
-    // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is exactly the
-    // storage work on the response path; `after_response` reports the rest.
-    if let Some(ops) = meter.take() {
-        let _ = response.headers().set(STORAGE_OPS_HEADER, &ops.to_string());
+    match reply {
+        Reply::Own(answer) => Ok(answer.into_web()?),
+        Reply::Forwarded(response) => Ok(response.into()),
     }
-    Ok(config.cors.decorate(response, origin.as_deref(), preflight))
 }
 
 /// The storage work a request did before its answer (only with `STORAGE_METRICS`, never in production).
 const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten()
+/// A JSON answer with the headers every answer carries.
+pub(crate) fn json_response(status: u16, body: &Value) -> Answer {
+    Answer::json(status, body)
 }
 
-/// Serialises `body` with the headers every answer carries. Answers hold codes' metadata and tokens: never cached.
-pub(crate) fn json_response(status: u16, body: &Value) -> Response {
-    let response = Response::from_bytes(body.to_string().into_bytes())
-        .unwrap_or_else(|_| Response::empty().unwrap_or_else(|_| unreachable!()))
-        .with_status(status);
-    let headers = response.headers();
-    let _ = headers.set("Content-Type", "application/json");
-    let _ = headers.set("Cache-Control", "no-store");
-    let _ = headers.set("X-Content-Type-Options", "nosniff");
-    response
-}
-
-async fn handle(
-    req: &mut Request,
-    env: &Env,
-    ctx: &Context,
-    config: &Config,
-    meter: &Meter,
-) -> Result<Response, ApiError> {
+async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter: &Meter) -> Result<Reply, ApiError> {
     let path = req.path();
-    if !is_auth_path(&path) {
+    if !is_auth_path(path) {
         let Some(gateway) = &config.gateway else { return Err(ApiError::NotFound) };
-        let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
-        let login = edge_login(req, env, config, &client, meter)?;
-        let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
-        return gateway.forward(req, &auth.session, login.clock.now()).await;
+        // Authenticating records no event: the request's origin is never written.
+        let login = edge_login(env, config, RequestOrigin::default(), meter)?;
+        let auth = login.authenticate(req.header("Authorization").as_deref()).await?;
+        let forwarded = gateway.forward(&req.to_worker_request(), &auth.session, login.clock.now()).await?;
+        return Ok(Reply::Forwarded(forwarded));
     }
-    let route = Route::from_path(&path).ok_or(ApiError::NotFound)?;
+    let route = Route::from_path(path).ok_or(ApiError::NotFound)?;
     let method = req.method();
-    if method == Method::Options {
-        let response = Response::empty().map_err(|e| ApiError::internal("response", &e))?.with_status(204);
-        let _ = response.headers().set("Allow", route.allow());
-        return Ok(response);
+    if method == "OPTIONS" {
+        let mut answer = Answer::empty(204);
+        answer.header("Allow", route.allow());
+        return Ok(Reply::Own(answer));
     }
     if method != route.method() {
         return Err(ApiError::MethodNotAllowed { allow: route.allow() });
     }
 
-    let client = ClientIp(header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
-    let login = edge_login(req, env, config, &client, meter)?;
+    let client = ClientIp(req.header("CF-Connecting-IP").unwrap_or_else(|| "unknown".into()));
+    // The origin stamped on audit rows; reading `cf` costs a copy, so only for routes that record events.
+    let origin = if route.records_events() { request_origin(req, &client) } else { RequestOrigin::default() };
+    let login = edge_login(env, config, origin, meter)?;
     let meter = meter.clone();
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
@@ -204,7 +220,7 @@ async fn handle(
                 }
                 after_response(&login, &meter, route).await;
             });
-            Ok(answer)
+            Ok(Reply::Own(answer))
         }
         Route::VerifyOtp => {
             let body = body::json_object(req).await?;
@@ -212,29 +228,28 @@ async fn handle(
             let code = body::otp_code(&body)?;
             let outcome = login.verify_code(identifier, code, &client, &device(req, &client)).await;
             after_later(ctx, login, meter, route);
-            Ok(granted("Login successful", &outcome?))
+            Ok(Reply::Own(granted("Login successful", &outcome?)))
         }
         Route::Refresh => {
             let body = body::json_object(req).await?;
             let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
             let outcome = login.refresh(&presented, &device(req, &client)).await;
             after_later(ctx, login, meter, route);
-            Ok(granted("Token refreshed", &outcome?))
+            Ok(Reply::Own(granted("Token refreshed", &outcome?)))
         }
         _ => {
-            let auth = login.authenticate(header(req, "Authorization").as_deref()).await?;
+            let auth = login.authenticate(req.header("Authorization").as_deref()).await?;
             let outcome = authenticated(route, &login, &auth).await;
-            // me/ and sessions/ record no event: nothing to defer.
-            if !matches!(route, Route::Me | Route::Sessions) {
+            if route.records_events() {
                 after_later(ctx, login, meter, route);
             }
-            outcome
+            outcome.map(Reply::Own)
         }
     }
 }
 
 /// The routes that need a live access token.
-async fn authenticated(route: Route, login: &EdgeLogin, auth: &Authenticated) -> Result<Response, ApiError> {
+async fn authenticated(route: Route, login: &EdgeLogin, auth: &Authenticated) -> Result<Answer, ApiError> {
     match route {
         Route::Logout => {
             login.logout(auth).await?;
@@ -269,9 +284,9 @@ fn after_later(ctx: &Context, login: EdgeLogin, meter: Meter, route: Route) {
 }
 
 /// The device a login or refresh comes from: user agent, IP, and Cloudflare's coarse geolocation.
-fn device(req: &Request, client: &ClientIp) -> Device {
+fn device(req: &Incoming, client: &ClientIp) -> Device {
     Device {
-        user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
+        user_agent: req.header("User-Agent").map(|ua| ua.chars().take(256).collect()),
         ip: Some(client.0.clone()),
         country: client_country(req),
         city: req.cf().and_then(|cf| cf.city()),
@@ -280,7 +295,7 @@ fn device(req: &Request, client: &ClientIp) -> Device {
 
 /// The answer to a login or a refresh. `token` is the access token (the seed's field); the rest was added for
 /// clients that refresh.
-fn granted(message: &str, grant: &LoginGrant) -> Response {
+fn granted(message: &str, grant: &LoginGrant) -> Answer {
     let tokens = &grant.tokens;
     json_response(
         200,
@@ -310,20 +325,18 @@ fn session_json(session: &SessionInfo, current: i64) -> Value {
     })
 }
 
-fn edge_login(
-    req: &Request,
-    env: &Env,
-    config: &Config,
-    client: &ClientIp,
-    meter: &Meter,
-) -> Result<EdgeLogin, ApiError> {
+/// The request's origin as its audit rows record it.
+fn request_origin(req: &Incoming, client: &ClientIp) -> RequestOrigin {
+    RequestOrigin {
+        ip: Some(client.0.clone()),
+        user_agent: req.header("User-Agent").map(|ua| ua.chars().take(256).collect()),
+        country: client_country(req),
+    }
+}
+
+fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) -> Result<EdgeLogin, ApiError> {
     let db = D1::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?, meter.clone());
     let kv = Kv::new(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?, meter.clone());
-    let origin = RequestOrigin {
-        ip: Some(client.0.clone()),
-        user_agent: header(req, "User-Agent").map(|ua| ua.chars().take(256).collect()),
-        country: client_country(req),
-    };
     Ok(Login {
         accounts: db.clone(),
         challenges: db.clone(),
@@ -348,7 +361,7 @@ fn edge_login(
 /// The client's country as Cloudflare's edge geolocated it. Only `request.cf` is trusted: a `CF-IPCountry` header
 /// can be sent by anyone when the zone's IP geolocation is off, and is not needed when `cf` is there. Anything that
 /// is not a short upper-case code (Cloudflare also uses `XX` for unknown and `T1` for Tor) is dropped.
-fn client_country(req: &Request) -> Option<String> {
+fn client_country(req: &Incoming) -> Option<String> {
     req.cf()
         .and_then(|cf| cf.country())
         .filter(|c| (2..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
@@ -365,7 +378,7 @@ async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
 }
 
 /// The same answer for every admitted request, whoever the identifier belongs to (no enumeration).
-fn code_requested(pending: &PendingCode, config: &Config) -> Response {
+fn code_requested(pending: &PendingCode, config: &Config) -> Answer {
     json_response(
         200,
         &json!({
