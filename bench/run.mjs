@@ -5,6 +5,8 @@
 //
 // Knobs (environment): BENCH_CONNECTIONS (16), BENCH_DURATION_SECONDS (10), BENCH_EMPLOYEES (4000),
 // E2E_SKIP_BUILD=1 to use build/ as it is.
+//
+// Both dev servers run without wrangler's local observability collector and local explorer (bench/support.mjs).
 
 import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
@@ -20,14 +22,7 @@ import { PATHS } from "../tests/e2e/support/api.mjs";
 import { startMockProviders } from "../tests/e2e/support/mock-providers.mjs";
 import { formatStorageTable, kvOps, loginFlowTotals, measureLogin } from "../tests/e2e/support/storage.mjs";
 import { ROOT, ensureBuilt, startWorker } from "../tests/e2e/support/worker.mjs";
-
-function positiveInt(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive whole number, not ${raw}`);
-  return n;
-}
+import { benchEmail, benchEmployeesSql, positiveInt, serviceVars } from "./support.mjs";
 
 const CONNECTIONS = positiveInt("BENCH_CONNECTIONS", 16);
 const DURATION_S = positiveInt("BENCH_DURATION_SECONDS", 10);
@@ -40,36 +35,6 @@ const QUIET = Object.freeze(["--log-level", "warn"]);
 const JSON_HEADERS = Object.freeze({ "content-type": "application/json", "cf-connecting-ip": "198.51.100.200" });
 
 // ---- the workers ------------------------------------------------------------------------------------------------
-
-const benchEmail = (i) => `bench${String(i).padStart(5, "0")}@example.com`;
-
-/** EMPLOYEES active members of Employees, generated inside D1 (a statement per user would not fit a command line). */
-function benchEmployeesSql() {
-  return [
-    `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${EMPLOYEES}) ` +
-      `INSERT INTO users (email, first_name, last_name) SELECT printf('bench%05d@example.com', i), 'Bench', ` +
-      `printf('%05d', i) FROM n`,
-    `INSERT INTO profiles (user_id, phone_number, branch, designation) SELECT id, printf('+1666%07d', id), ` +
-      `'Bench', 'Load' FROM users WHERE email LIKE 'bench%@example.com'`,
-    `INSERT INTO user_groups (user_id, group_id) SELECT u.id, g.id FROM users u, groups g ` +
-      `WHERE u.email LIKE 'bench%@example.com' AND g.name = 'Employees'`,
-  ].join("; ");
-}
-
-function serviceVars(mock, extra = {}) {
-  return {
-    ...mock.workerVars(),
-    EMAIL_PROVIDER: "resend",
-    SMS_PROVIDER: "twilio",
-    // The shortest cooldown and the highest caps the configuration accepts: the load comes from one client IP and
-    // reuses each employee every few seconds.
-    OTP_RESEND_COOLDOWN_SECONDS: "1",
-    OTP_MAX_SENDS_PER_HOUR: "100",
-    RATE_LIMIT_IP_SENDS: "1000000",
-    RATE_LIMIT_IP_VERIFIES: "1000000",
-    ...extra,
-  };
-}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -84,7 +49,7 @@ function freePort() {
 }
 
 /** The no-op Worker of bench/noop under wrangler dev, started the way the harness starts the service. */
-async function startNoop() {
+async function startNoop(vars = {}) {
   const tmp = await mkdtemp(path.join(os.tmpdir(), "otp-bench-noop-"));
   const port = await freePort();
   const inspectorPort = await freePort();
@@ -99,6 +64,7 @@ async function startNoop() {
       "--inspector-port", String(inspectorPort),
       "--persist-to", path.join(tmp, "state"),
       "--show-interactive-dev-session=false",
+      ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
       ...QUIET,
     ],
     {
@@ -412,6 +378,57 @@ async function flowScenario(service, mock) {
   };
 }
 
+// ---- the floor: the same storage work in the no-op Worker ---------------------------------------------------------
+
+/** The mock Resend API, for the floor's delivery: the service's own provider and credentials. */
+function deliveryVars(mock) {
+  const vars = mock.workerVars();
+  return { RESEND_API_BASE: vars.RESEND_API_BASE, RESEND_API_KEY: vars.RESEND_API_KEY, EMAIL_FROM: vars.EMAIL_FROM };
+}
+
+/** Spreads `statements` over `trips` D1 round trips as evenly as they go: "2,1" for 3 over 2. */
+function tripSizes(trips, statements) {
+  return Array.from({ length: trips }, (_, i) => Math.floor(statements / trips) + (i < statements % trips ? 1 : 0));
+}
+
+/** The /replay path that repeats a step's counted storage work, plus `deliveries` provider calls after the answer. */
+function replayPath(step, deliveries = 0) {
+  const q = new URLSearchParams();
+  for (const [prefix, ops] of [["", step.response], ["a", step.after]]) {
+    if (ops.d1_round_trips) q.set(`${prefix}d1`, tripSizes(ops.d1_round_trips, Math.max(ops.d1_statements, ops.d1_round_trips)).join(","));
+    if (ops.kv_reads) q.set(`${prefix}kvr`, String(ops.kv_reads));
+    if (ops.kv_writes) q.set(`${prefix}kvw`, String(ops.kv_writes));
+    if (ops.kv_deletes) q.set(`${prefix}kvd`, String(ops.kv_deletes));
+  }
+  if (deliveries) q.set("afetch", String(deliveries));
+  return `/replay?${q}`;
+}
+
+async function floorMeScenario(noop, meStep) {
+  const path = replayPath(meStep);
+  const result = await cannon(noop.url, { method: "GET", path });
+  return summarize("floor: me/'s storage only", result, { note: `no-op Worker, ${path}` });
+}
+
+/** Each connection alternates generate-otp's storage work (and one delivery) and verify-otp's, in the no-op. */
+async function floorFlowScenario(noop, generateStep, verifyStep) {
+  const generate = replayPath(generateStep, 1);
+  const verify = replayPath(verifyStep);
+  const result = await cannon(noop.url, { requests: [{ method: "GET", path: generate }, { method: "GET", path: verify }] });
+  const summary = summarize("floor: a login's storage only", result);
+  const flows = Math.floor(result["2xx"] / 2);
+  return {
+    ...summary,
+    flows,
+    flowsPerSecond: flows / summary.seconds,
+    // Per login, the two requests' latencies at the same percentile: close to what a login waits.
+    flowP50: 2 * summary.p50,
+    flowP99: 2 * summary.p99,
+    flowErrors: summary.errors,
+    note: `no-op Worker, ${generate} then ${verify}`,
+  };
+}
+
 // ---- report -----------------------------------------------------------------------------------------------------
 
 function machine() {
@@ -428,26 +445,9 @@ function machine() {
 
 const fmt = (n, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
 
-function table(rows) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join("  ")).join("\n");
-}
-
-function report(results, ceiling, flow) {
-  const header = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "requests", "x no-op req/s", "server CPU ms", "x no-op CPU", "load gen CPU ms"];
-  const rows = results.map((r) => [
-    r.name,
-    fmt(r.rps),
-    fmt(r.p50),
-    fmt(r.p99),
-    r.errors,
-    r.requests,
-    fmt(r.rps / ceiling.rps, 2),
-    r === flow ? "" : fmt(r.serverCpuMs, 2),
-    r === flow ? "" : fmt(r.serverCpuMs / ceiling.serverCpuMs, 1),
-    r === flow ? "" : fmt(r.loadCpuMs, 2),
-  ]);
-  rows.push([
+/** The per-login row under a flow scenario: logins per second and a login's latency, CPU per login. */
+function flowRow(flow, ceiling) {
+  return [
     "  whole logins (flows)",
     `${fmt(flow.flowsPerSecond)} flows/s`,
     fmt(flow.flowP50),
@@ -458,7 +458,28 @@ function report(results, ceiling, flow) {
     fmt(flow.serverCpuMs, 2),
     fmt(flow.serverCpuMs / ceiling.serverCpuMs, 1),
     fmt(flow.loadCpuMs, 2),
-  ]);
+  ];
+}
+
+function table(rows) {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join("  ")).join("\n");
+}
+
+function report(results, ceiling, flows) {
+  const header = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "requests", "x no-op req/s", "server CPU ms", "x no-op CPU", "load gen CPU ms"];
+  const rows = results.flatMap((r) => [[
+    r.name,
+    fmt(r.rps),
+    fmt(r.p50),
+    fmt(r.p99),
+    r.errors,
+    r.requests,
+    fmt(r.rps / ceiling.rps, 2),
+    flows.includes(r) ? "" : fmt(r.serverCpuMs, 2),
+    flows.includes(r) ? "" : fmt(r.serverCpuMs / ceiling.serverCpuMs, 1),
+    flows.includes(r) ? "" : fmt(r.loadCpuMs, 2),
+  ], ...(flows.includes(r) ? [flowRow(r, ceiling)] : [])]);
   return table([header, ...rows]);
 }
 
@@ -472,18 +493,21 @@ async function main() {
   const cleanup = [() => mock.close()];
   try {
     // Storage work per operation, one request at a time, on a worker that counts it (STORAGE_METRICS=1).
-    const probe = await startWorker({ vars: serviceVars(mock, { STORAGE_METRICS: "1" }), sql: benchEmployeesSql() });
+    const probe = await startWorker({ vars: serviceVars(mock, { STORAGE_METRICS: "1" }), sql: benchEmployeesSql(EMPLOYEES) });
     const steps = await measureLogin(probe, mock, benchEmail(EMPLOYEES));
     await probe.stop();
     mock.reset();
 
     // Load, on a worker that counts nothing (as deployed), beside the no-op. Both without wrangler's log line per
     // request, which costs its Node process as much CPU as the no-op Worker costs workerd.
-    const worker = await startWorker({ vars: serviceVars(mock), sql: benchEmployeesSql(), devArgs: QUIET });
+    const worker = await startWorker({ vars: serviceVars(mock), sql: benchEmployeesSql(EMPLOYEES), devArgs: QUIET });
     cleanup.push(() => worker.stop());
     const service = { url: worker.url, pgid: worker.process.pid };
-    const noop = await startNoop();
+    const noop = await startNoop(deliveryVars(mock));
     cleanup.push(() => noop.stop());
+    const init = await fetch(`${noop.url}/replay-init`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_S * 1000) });
+    await init.arrayBuffer();
+    if (!init.ok) throw new Error(`the no-op worker's /replay-init answered ${init.status}`);
 
     // Warm-up, not measured: the first requests of an isolate pay for JIT compilation in workerd and the proxy.
     const warmUp = { duration: 2, connections: Math.min(4, CONNECTIONS) };
@@ -505,13 +529,19 @@ async function main() {
     // Per whole login: the server's CPU includes each login's share of the deliveries and audit rows.
     const flow = await measured(service, () => flowScenario(service, mock), (r) => r.flows);
     results.push(flow);
+    // The floor: the no-op Worker making only the storage calls (and the delivery) of me/ and of a login.
+    const stepOf = (op) => steps.find((s) => s.op === op);
+    const floorMe = await measured(noop, () => floorMeScenario(noop, stepOf("me (authenticated)")));
+    results.push(floorMe);
+    const floorFlow = await measured(noop, () => floorFlowScenario(noop, stepOf("generate-otp"), stepOf("verify-otp")), (r) => r.flows);
+    results.push(floorFlow);
     const calibration = [];
     for (const route of ["/no-op", "/kv-read", "/kv-write", "/d1-query"]) {
       calibration.push(await measured(noop, () => calibrationScenario(noop, route)));
     }
 
     console.log("");
-    console.log(report(results, ceiling, flow));
+    console.log(report(results, ceiling, [flow, floorFlow]));
     for (const r of results) if (r.note) console.log(`  ${r.name}: ${r.note}`);
     console.log("  server CPU ms: CPU time of the dev server's processes (wrangler, workerd) per request, or per login on");
     console.log("  the flows row (including its delivery and audit rows); load gen CPU ms: this process (autocannon and");
@@ -535,6 +565,9 @@ async function main() {
     console.log("");
     console.log(`targets: me/ at ${fmt(meRatio * 100, 0)}% of the no-op's req/s (>= ${TARGETS.me * 100}%: ${mark(meRatio >= TARGETS.me)}); ` +
       `whole logins at ${fmt(flowRatio * 100, 0)}% (>= ${TARGETS.flow * 100}%: ${mark(flowRatio >= TARGETS.flow)})`);
+    console.log(`the floor (the no-op making the same storage calls and nothing else): me/ at ${fmt((floorMe.rps / ceiling.rps) * 100, 0)}%, ` +
+      `whole logins at ${fmt((floorFlow.flowsPerSecond / ceiling.rps) * 100, 0)}%; the service reaches ` +
+      `${fmt((me.rps / floorMe.rps) * 100, 0)}% and ${fmt((flow.flowsPerSecond / floorFlow.flowsPerSecond) * 100, 0)}% of its floor`);
 
     const totals = loginFlowTotals(steps);
     console.log("");

@@ -18,6 +18,10 @@ worker-build --release
 
 # Size (Cargo.toml turns worker-build's own wasm-opt step off, which would keep the ~100 KB name section): the
 # same -Os and wasm features worker-build uses, without names. Panics still log their message and location.
+# KEEP_WASM_NAMES=1 (npm run profile) skips it, so that a CPU profile names the Rust functions.
+if [ "${KEEP_WASM_NAMES:-}" = "1" ]; then
+  exit 0
+fi
 "$WASM_OPT_BIN" build/index_bg.wasm -o build/index_bg.opt.wasm -Os --strip-debug \
   --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
   --enable-multivalue --enable-reference-types --enable-exception-handling

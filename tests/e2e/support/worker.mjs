@@ -374,7 +374,7 @@ export async function startWorker({ vars = {}, extraSeed = true, sql = null, dev
       return results[results.length - 1]?.results ?? [];
     };
 
-    return { url, port, persistDir, vars: allVars, logs, waitForLog, d1, stop, process: child };
+    return { url, port, inspectorPort, persistDir, vars: allVars, logs, waitForLog, d1, stop, process: child };
   } catch (err) {
     await stop().catch(() => {});
     throw err;
