@@ -201,8 +201,8 @@ function summarize(name, result, { expectStatus, ...extra } = {}) {
 let nextEmployee = 0;
 const takeEmployee = () => benchEmail((nextEmployee++ % EMPLOYEES) + 1);
 
-async function noopScenario(noop) {
-  const result = await cannon(noop.url, { method: "GET", path: PATHS.me, headers: { authorization: `Token ${"0".repeat(64)}` } });
+async function noopScenario(noop, duration = DURATION_S) {
+  const result = await cannon(noop.url, { method: "GET", path: PATHS.me, headers: { authorization: `Token ${"0".repeat(64)}` }, duration });
   return summarize("no-op worker (ceiling)", result);
 }
 
@@ -446,7 +446,8 @@ function machine() {
 const fmt = (n, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
 
 /** The per-login row under a flow scenario: logins per second and a login's latency, CPU per login. */
-function flowRow(flow, ceiling) {
+function flowRow(flow) {
+  const { ceiling } = flow;
   return [
     "  whole logins (flows)",
     `${fmt(flow.flowsPerSecond)} flows/s`,
@@ -466,7 +467,7 @@ function table(rows) {
   return rows.map((r) => r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join("  ")).join("\n");
 }
 
-function report(results, ceiling, flows) {
+function report(results, flows) {
   const header = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "requests", "x no-op req/s", "server CPU ms", "x no-op CPU", "load gen CPU ms"];
   const rows = results.flatMap((r) => [[
     r.name,
@@ -475,11 +476,11 @@ function report(results, ceiling, flows) {
     fmt(r.p99),
     r.errors,
     r.requests,
-    fmt(r.rps / ceiling.rps, 2),
+    fmt(r.rps / r.ceiling.rps, 2),
     flows.includes(r) ? "" : fmt(r.serverCpuMs, 2),
-    flows.includes(r) ? "" : fmt(r.serverCpuMs / ceiling.serverCpuMs, 1),
+    flows.includes(r) ? "" : fmt(r.serverCpuMs / r.ceiling.serverCpuMs, 1),
     flows.includes(r) ? "" : fmt(r.loadCpuMs, 2),
-  ], ...(flows.includes(r) ? [flowRow(r, ceiling)] : [])]);
+  ], ...(flows.includes(r) ? [flowRow(r)] : [])]);
   return table([header, ...rows]);
 }
 
@@ -514,26 +515,36 @@ async function main() {
     await cannon(noop.url, { method: "GET", path: PATHS.me, ...warmUp });
     await cannon(service.url, { method: "GET", path: PATHS.me, ...warmUp });
 
+    // Each scenario's ratios are taken against a no-op run right before it (half as long): the speed of a shared
+    // machine drifts over minutes, and a single ceiling at the start would carry that drift into every ratio.
     const results = [];
     const ceiling = await measured(noop, () => noopScenario(noop));
+    ceiling.ceiling = ceiling;
     results.push(ceiling);
-    results.push(await measured(service, () => notFoundScenario(service)));
-    results.push(await measured(service, () => generateScenario(service)));
+    const ceilings = [];
+    const paired = async (server, scenario, per) => {
+      const before = await measured(noop, () => noopScenario(noop, Math.max(1, Math.round(DURATION_S / 2))));
+      ceilings.push(before);
+      return { ...(await measured(server, scenario, per)), ceiling: before };
+    };
+    results.push(await paired(service, () => notFoundScenario(service)));
+    results.push(await paired(service, () => generateScenario(service)));
     await settleDeliveries(mock);
     const tokens = [];
     const codes = liveCodes(mock);
-    results.push(await measured(service, () => verifyScenario(service, codes, tokens)));
+    results.push(await paired(service, () => verifyScenario(service, codes, tokens)));
     if (tokens.length === 0) throw new Error("verify-otp logged nobody in; cannot run the authenticated scenario");
-    results.push(await measured(service, () => meScenario(service, tokens)));
+    const me = await paired(service, () => meScenario(service, tokens));
+    results.push(me);
     mock.reset();
     // Per whole login: the server's CPU includes each login's share of the deliveries and audit rows.
-    const flow = await measured(service, () => flowScenario(service, mock), (r) => r.flows);
+    const flow = await paired(service, () => flowScenario(service, mock), (r) => r.flows);
     results.push(flow);
     // The floor: the no-op Worker making only the storage calls (and the delivery) of me/ and of a login.
     const stepOf = (op) => steps.find((s) => s.op === op);
-    const floorMe = await measured(noop, () => floorMeScenario(noop, stepOf("me (authenticated)")));
+    const floorMe = await paired(noop, () => floorMeScenario(noop, stepOf("me (authenticated)")));
     results.push(floorMe);
-    const floorFlow = await measured(noop, () => floorFlowScenario(noop, stepOf("generate-otp"), stepOf("verify-otp")), (r) => r.flows);
+    const floorFlow = await paired(noop, () => floorFlowScenario(noop, stepOf("generate-otp"), stepOf("verify-otp")), (r) => r.flows);
     results.push(floorFlow);
     const calibration = [];
     for (const route of ["/no-op", "/kv-read", "/kv-write", "/d1-query"]) {
@@ -541,7 +552,7 @@ async function main() {
     }
 
     console.log("");
-    console.log(report(results, ceiling, [flow, floorFlow]));
+    console.log(report(results, [flow, floorFlow]));
     for (const r of results) if (r.note) console.log(`  ${r.name}: ${r.note}`);
     console.log("  server CPU ms: CPU time of the dev server's processes (wrangler, workerd) per request, or per login on");
     console.log("  the flows row (including its delivery and audit rows); load gen CPU ms: this process (autocannon and");
@@ -558,16 +569,19 @@ async function main() {
         (c.errors ? `  (${c.errors} errors)` : ""));
     }
 
-    const me = results.find((r) => r.name.startsWith("me/"));
-    const meRatio = me.rps / ceiling.rps;
-    const flowRatio = flow.flowsPerSecond / ceiling.rps;
+    console.log(`  the no-op's req/s right before each later scenario (the base of its ratios): ` +
+      `${ceilings.map((c) => fmt(c.rps, 0)).join(", ")}`);
+    const meRatio = me.rps / me.ceiling.rps;
+    const flowRatio = flow.flowsPerSecond / flow.ceiling.rps;
+    const floorMeRatio = floorMe.rps / floorMe.ceiling.rps;
+    const floorFlowRatio = floorFlow.flowsPerSecond / floorFlow.ceiling.rps;
     const mark = (ok) => (ok ? "met" : "MISSED");
     console.log("");
     console.log(`targets: me/ at ${fmt(meRatio * 100, 0)}% of the no-op's req/s (>= ${TARGETS.me * 100}%: ${mark(meRatio >= TARGETS.me)}); ` +
       `whole logins at ${fmt(flowRatio * 100, 0)}% (>= ${TARGETS.flow * 100}%: ${mark(flowRatio >= TARGETS.flow)})`);
-    console.log(`the floor (the no-op making the same storage calls and nothing else): me/ at ${fmt((floorMe.rps / ceiling.rps) * 100, 0)}%, ` +
-      `whole logins at ${fmt((floorFlow.flowsPerSecond / ceiling.rps) * 100, 0)}%; the service reaches ` +
-      `${fmt((me.rps / floorMe.rps) * 100, 0)}% and ${fmt((flow.flowsPerSecond / floorFlow.flowsPerSecond) * 100, 0)}% of its floor`);
+    console.log(`the floor (the no-op making the same storage calls and nothing else): me/ at ${fmt(floorMeRatio * 100, 0)}%, ` +
+      `whole logins at ${fmt(floorFlowRatio * 100, 0)}%; the service reaches ` +
+      `${fmt((meRatio / floorMeRatio) * 100, 0)}% and ${fmt((flowRatio / floorFlowRatio) * 100, 0)}% of its floor`);
 
     const totals = loginFlowTotals(steps);
     console.log("");

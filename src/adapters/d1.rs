@@ -14,8 +14,8 @@ use worker::{D1Database, D1PreparedStatement, D1Result};
 use super::meter::Meter;
 use crate::domain::{ChallengeId, Identifier, Profile, TokenDigest, UnixTime, User};
 use crate::login::{
-    Accounts, ChallengeState, Challenges, ClientIp, EventKind, EventLog, LoginEvent, NewSession, Opening, Policy,
-    Redemption, Reservation, Revoked, Rotation, Scope, SessionInfo, Sessions, StoreError, WindowCounter,
+    ChallengeState, Challenges, ClientIp, EventKind, EventLog, LoginEvent, NewSession, Opening, Policy, Redemption,
+    Reservation, Revoked, Rotation, Scope, SessionInfo, Sessions, StoreError, WindowCounter,
 };
 
 /// One D1 database handle, shared by the adapters of a request. The binding is private: every round trip goes
@@ -96,7 +96,7 @@ fn first<T: for<'de> Deserialize<'de>>(results: &[D1Result], index: usize) -> Re
     Ok(rows::<T>(result)?.into_iter().next())
 }
 
-// ---- Accounts -------------------------------------------------------------------------------------------------
+// ---- Users ----------------------------------------------------------------------------------------------------
 
 /// One row per user with profile, sorted group names (as a JSON array) and the employee flag: one round trip.
 macro_rules! user_query {
@@ -170,12 +170,6 @@ impl D1 {
 
 fn user_from(row: Option<UserRow>) -> Result<Option<User>, StoreError> {
     row.map(UserRow::into_user).transpose()
-}
-
-impl Accounts for D1 {
-    async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError> {
-        user_from(self.query_first::<UserRow>(self.user_by_identifier(identifier)?).await?)
-    }
 }
 
 // ---- Challenges -----------------------------------------------------------------------------------------------
@@ -322,10 +316,13 @@ impl Challenges for D1 {
             ],
         )?;
         let state = self.statement(CHALLENGE_STATE, &[text(&key)])?;
-        let results = self.batch(vec![self.count_request(&bucket, now, policy)?, open, state]).await?;
+        // The account is read in the same batch whether or not it exists, so the round trip is the same for every
+        // identifier; it is used only for the delivery after the answer.
+        let account = self.user_by_identifier(identifier)?;
+        let results = self.batch(vec![self.count_request(&bucket, now, policy)?, open, state, account]).await?;
 
         if first::<IdRow>(&results, 1)?.is_some_and(|row| row.challenge_id == challenge.0) {
-            return Ok(Opening::Issued);
+            return Ok(Opening::Issued { account: user_from(first::<UserRow>(&results, 3)?)? });
         }
         if let Some(refusal) = policy.ip_refusal(&Self::counter(&results)?, policy.ip_send_limit, now) {
             return Ok(Opening::Refused(refusal));

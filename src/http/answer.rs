@@ -49,11 +49,6 @@ impl Answer {
     }
 
     #[cfg(test)]
-    pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    #[cfg(test)]
     pub fn body(&self) -> Option<&str> {
         self.body.as_deref()
     }

@@ -69,7 +69,10 @@ mod tests {
         let names = |h: Vec<(&'static str, String)>| h.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
         assert_eq!(names(cors.headers(Some("https://evil.example.com"), true)), ["Vary"]);
         assert_eq!(names(cors.headers(None, false)), ["Vary"]);
-        assert_eq!(names(cors.headers(Some("https://app.example.com"), false)), ["Vary", "Access-Control-Allow-Origin"]);
+        assert_eq!(
+            names(cors.headers(Some("https://app.example.com"), false)),
+            ["Vary", "Access-Control-Allow-Origin"]
+        );
         assert_eq!(cors.headers(Some("https://app.example.com"), true).len(), 5);
         assert!(Cors::parse("", true).unwrap().headers(Some("https://app.example.com"), true).is_empty());
     }

@@ -25,7 +25,7 @@ use config::Config;
 use error::ApiError;
 use incoming::Incoming;
 
-type EdgeLogin = Login<D1, D1, Kv, Kv, D1, Delivery, WorkerClock, CryptoRandom, DeferredEvents>;
+type EdgeLogin = Login<D1, Kv, Kv, D1, Delivery, WorkerClock, CryptoRandom, DeferredEvents>;
 
 /// The API's routes, matched with or without the trailing slash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +145,8 @@ async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     let reply = match Config::load(&env) {
         Ok(config) => {
             let meter = Meter::new(config.storage_metrics);
-            let mut reply = handle(&req, &env, &ctx, &config, &meter).await.unwrap_or_else(|error| Reply::Own(error.response()));
+            let mut reply =
+                handle(&req, &env, &ctx, &config, &meter).await.unwrap_or_else(|error| Reply::Own(error.response()));
             let mut extra = config.cors.headers(origin.as_deref(), preflight);
             // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is
             // exactly the storage work on the response path; `after_response` reports the rest.
@@ -156,10 +157,10 @@ async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
                 Reply::Own(answer) => extra.into_iter().for_each(|(name, value)| answer.header(name, value)),
                 Reply::Forwarded(response) => {
                     // Header names and values are ASCII we control or an origin the client sent; a failure only
-                    // drops a header.
+                    // drops a header. The origin's own CORS headers are replaced, its Vary extended.
                     let headers = response.headers();
                     for (name, value) in extra {
-                        let _ = headers.append(name, &value);
+                        let _ = if name == "Vary" { headers.append(name, &value) } else { headers.set(name, &value) };
                     }
                 }
             }
@@ -175,11 +176,6 @@ async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
 
 /// The storage work a request did before its answer (only with `STORAGE_METRICS`, never in production).
 const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
-
-/// A JSON answer with the headers every answer carries.
-pub(crate) fn json_response(status: u16, body: &Value) -> Answer {
-    Answer::json(status, body)
-}
 
 async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter: &Meter) -> Result<Reply, ApiError> {
     let path = req.path();
@@ -253,24 +249,24 @@ async fn authenticated(route: Route, login: &EdgeLogin, auth: &Authenticated) ->
     match route {
         Route::Logout => {
             login.logout(auth).await?;
-            Ok(json_response(200, &json!({ "message": "Logged out successfully." })))
+            Ok(Answer::json(200, &json!({ "message": "Logged out successfully." })))
         }
         Route::LogoutAll => {
             let ended = login.logout_all(auth).await?;
-            Ok(json_response(200, &json!({ "message": "Logged out on every device.", "sessions_ended": ended })))
+            Ok(Answer::json(200, &json!({ "message": "Logged out on every device.", "sessions_ended": ended })))
         }
         Route::Me => {
             let session = &auth.session;
-            Ok(json_response(200, &json!({ "user": user_json(&session.user), "session_id": session.session_id })))
+            Ok(Answer::json(200, &json!({ "user": user_json(&session.user), "session_id": session.session_id })))
         }
         Route::Sessions => {
             let sessions = login.list_sessions(auth).await?;
             let current = auth.session.session_id;
             let listed: Vec<Value> = sessions.iter().map(|s| session_json(s, current)).collect();
-            Ok(json_response(200, &json!({ "sessions": listed })))
+            Ok(Answer::json(200, &json!({ "sessions": listed })))
         }
         Route::Session(id) => match login.revoke_session(auth, id).await? {
-            true => Ok(json_response(200, &json!({ "message": "Session ended.", "session_id": id }))),
+            true => Ok(Answer::json(200, &json!({ "message": "Session ended.", "session_id": id }))),
             false => Err(ApiError::NotFound),
         },
         // Answered by `handle` without a token; never routed here.
@@ -297,7 +293,7 @@ fn device(req: &Incoming, client: &ClientIp) -> Device {
 /// clients that refresh.
 fn granted(message: &str, grant: &LoginGrant) -> Answer {
     let tokens = &grant.tokens;
-    json_response(
+    Answer::json(
         200,
         &json!({
             "message": message,
@@ -338,7 +334,6 @@ fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) 
     let db = D1::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?, meter.clone());
     let kv = Kv::new(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?, meter.clone());
     Ok(Login {
-        accounts: db.clone(),
         challenges: db.clone(),
         codes: kv.clone(),
         access: kv,
@@ -379,7 +374,7 @@ async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
 
 /// The same answer for every admitted request, whoever the identifier belongs to (no enumeration).
 fn code_requested(pending: &PendingCode, config: &Config) -> Answer {
-    json_response(
+    Answer::json(
         200,
         &json!({
             "message": "If this account may sign in, a verification code has been sent.",

@@ -128,12 +128,6 @@ fn matches_identifier(user: &User, identifier: &Identifier) -> bool {
     }
 }
 
-impl Accounts for Memory {
-    async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError> {
-        Ok(self.user_by(|u| matches_identifier(u, identifier)))
-    }
-}
-
 impl Challenges for Memory {
     async fn open(
         &self,
@@ -147,6 +141,7 @@ impl Challenges for Memory {
         if let Some(refusal) = policy.ip_refusal(&counter, policy.ip_send_limit, now) {
             return Ok(Opening::Refused(refusal));
         }
+        let account = self.user_by(|u| matches_identifier(u, identifier));
         let mut state = self.0.borrow_mut();
         let previous = state.challenges.get(&identifier.key()).cloned();
         if let Some(refusal) = previous.as_ref().and_then(|p| policy.send_refusal(p, now)) {
@@ -170,7 +165,7 @@ impl Challenges for Memory {
                 sends_in_window,
             },
         );
-        Ok(Opening::Issued)
+        Ok(Opening::Issued { account })
     }
 
     async fn reserve_attempt(

@@ -15,9 +15,9 @@ mod tests;
 pub use message::{Language, Message, MessageSettings};
 pub use policy::{Policy, Refusal};
 pub use ports::{
-    AccessTokens, Accounts, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, DeliveryReport, Device,
-    EventKind, EventLog, LoginEvent, NewSession, Notifier, Opening, Redemption, Reservation, Revoked, Rotation, Scope,
-    Session, SessionInfo, Sessions, StoreError, StoredCode, WindowCounter,
+    AccessTokens, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, DeliveryReport, Device, EventKind,
+    EventLog, LoginEvent, NewSession, Notifier, Opening, Redemption, Reservation, Revoked, Rotation, Scope, Session,
+    SessionInfo, Sessions, StoreError, StoredCode, WindowCounter,
 };
 pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode, TokenPair};
 pub use test_logins::{TestLoginRules, TestLogins};

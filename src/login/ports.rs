@@ -24,11 +24,6 @@ pub trait Clock {
     fn now(&self) -> UnixTime;
 }
 
-/// Read access to users, profiles and groups.
-pub trait Accounts {
-    async fn find_by_identifier(&self, identifier: &Identifier) -> Result<Option<User>, StoreError>;
-}
-
 /// A fixed-window request counter after the current request was counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowCounter {
@@ -52,8 +47,12 @@ pub struct ChallengeState {
 /// The answer to a request for a new code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opening {
-    /// The challenge now carries the new id; any earlier code for the identifier is dead.
-    Issued,
+    /// The challenge now carries the new id; any earlier code for the identifier is dead. `account` is the user the
+    /// identifier names, read in the same transaction (one round trip for the whole request), for the delivery after
+    /// the answer; the answer itself never depends on it.
+    Issued {
+        account: Option<User>,
+    },
     Refused(Refusal),
 }
 

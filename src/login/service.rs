@@ -3,9 +3,8 @@ use futures_util::future::join;
 use super::message::{Language, Message, MessageSettings};
 use super::policy::{Policy, Refusal};
 use super::ports::{
-    AccessTokens, Accounts, Challenges, Clock, CodeVault, Device, EventKind, EventLog, LoginEvent, NewSession,
-    Notifier, Opening, Redemption, Reservation, Revoked, Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
-    StoredCode,
+    AccessTokens, Challenges, Clock, CodeVault, Device, EventKind, EventLog, LoginEvent, NewSession, Notifier, Opening,
+    Redemption, Reservation, Revoked, Rotation, Scope, Session, SessionInfo, Sessions, StoreError, StoredCode,
 };
 use super::test_logins::TestLogins;
 use super::ClientIp;
@@ -14,10 +13,9 @@ use crate::domain::{
     UnixTime, User,
 };
 
-/// The login use cases over their ports: `A`ccounts, `C`hallenges, code `V`ault, access `T`okens (KV),
-/// `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log.
-pub struct Login<A, C, V, T, S, N, K, R, E> {
-    pub accounts: A,
+/// The login use cases over their ports: `C`hallenges (which also read the account a code request names), code
+/// `V`ault, access `T`okens (KV), `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log.
+pub struct Login<C, V, T, S, N, K, R, E> {
     pub challenges: C,
     pub codes: V,
     pub access: T,
@@ -92,6 +90,8 @@ pub struct PendingCode {
     pub expires_at: UnixTime,
     /// The language the request asked for; the profile's or English otherwise.
     pub locale: Option<Locale>,
+    /// The account the identifier names, if any, as read with the challenge. Looked at only after the answer.
+    pub account: Option<User>,
 }
 
 impl PendingCode {
@@ -130,9 +130,8 @@ pub struct Authenticated {
 /// KV refuses expirations under a minute.
 const MIN_STORE_TTL: u64 = 60;
 
-impl<A, C, V, T, S, N, K, R, E> Login<A, C, V, T, S, N, K, R, E>
+impl<C, V, T, S, N, K, R, E> Login<C, V, T, S, N, K, R, E>
 where
-    A: Accounts,
     C: Challenges,
     V: CodeVault,
     T: AccessTokens,
@@ -146,17 +145,19 @@ where
         self.events.record(LoginEvent { kind, at: self.clock.now(), user_id, identifier: identifier.cloned(), detail });
     }
 
-    /// Admits a request for a new code (generate or resend) for `identifier`, whoever it belongs to. Nothing about
-    /// the account is looked at here: the answer depends only on the identifier's and the client's limits.
+    /// Admits a request for a new code (generate or resend) for `identifier`, whoever it belongs to. The account is
+    /// read with the challenge (the same round trip, whether or not it exists) but not looked at here: the answer
+    /// depends only on the identifier's and the client's limits.
     pub async fn request_code(&self, identifier: Identifier, client: &ClientIp) -> Result<PendingCode, LoginError> {
         let now = self.clock.now();
         let challenge = ChallengeId::generate(&self.random)?;
         match self.challenges.open(&identifier, &challenge, client, now, &self.policy).await? {
-            Opening::Issued => Ok(PendingCode {
+            Opening::Issued { account } => Ok(PendingCode {
                 identifier,
                 challenge,
                 expires_at: now.plus(self.policy.code_ttl_seconds),
                 locale: None,
+                account,
             }),
             Opening::Refused(refusal) => Err(LoginError::Refused(refusal)),
         }
@@ -167,7 +168,7 @@ where
     /// Runs after the response; failures are recorded, not returned.
     pub async fn deliver_code(&self, pending: &PendingCode) -> Result<(), InternalError> {
         let identifier = &pending.identifier;
-        let account = self.accounts.find_by_identifier(identifier).await.map_err(InternalError::Store)?;
+        let account = pending.account.clone();
         let refusal = match &account {
             None => Some("no such account"),
             Some(user) => user.refusal_reason(),

@@ -17,7 +17,7 @@ fn run<F: Future>(future: F) -> F::Output {
     }
 }
 
-type TestLogin = Login<Memory, Memory, Memory, Memory, Memory, Outbox, FakeClock, SeededRandom, Recorder>;
+type TestLogin = Login<Memory, Memory, Memory, Memory, Outbox, FakeClock, SeededRandom, Recorder>;
 
 struct World {
     login: TestLogin,
@@ -57,7 +57,6 @@ fn world() -> World {
     let outbox = Outbox::default();
     let events = Recorder::default();
     let login = Login {
-        accounts: memory.clone(),
         challenges: memory.clone(),
         codes: memory.clone(),
         access: memory.clone(),
