@@ -136,6 +136,15 @@ describe("budgets: bundle size, startup CPU, storage work", { timeout: 600_000 }
       assert.ok(kvOps(flow.total) <= BUDGET.loginFlowKvOps, `KV operations in the whole flow: ${kvOps(flow.total)}`);
     });
 
+    test("after its answer, an email login's request reaches D1 once: its audit batch", () => {
+      // The account the delivery needs is read in generate-otp's response-path batch; an SMS login also claims a
+      // slot under the daily SMS cap, which is not counted here.
+      for (const op of ["generate-otp", "verify-otp"]) {
+        const step = steps.find((s) => s.op === op);
+        assert.equal(step.after.d1_round_trips, 1, `${op}: D1 round trips after the answer`);
+      }
+    });
+
     test("every D1 round trip and KV operation is counted: the figures match the flow's known work", () => {
       // A meter that silently counted nothing would pass the budgets above; these are floors no login can go under.
       const generate = steps.find((s) => s.op === "generate-otp");
