@@ -11,7 +11,6 @@
 import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -21,7 +20,7 @@ import autocannon from "autocannon";
 import { PATHS } from "../tests/e2e/support/api.mjs";
 import { startMockProviders } from "../tests/e2e/support/mock-providers.mjs";
 import { formatStorageTable, kvOps, loginFlowTotals, measureLogin } from "../tests/e2e/support/storage.mjs";
-import { ROOT, ensureBuilt, startWorker } from "../tests/e2e/support/worker.mjs";
+import { ROOT, ensureBuilt, freePort, startWorker } from "../tests/e2e/support/worker.mjs";
 import { benchEmail, benchEmployeesSql, positiveInt, serviceVars } from "./support.mjs";
 
 const CONNECTIONS = positiveInt("BENCH_CONNECTIONS", 16);
@@ -35,18 +34,6 @@ const QUIET = Object.freeze(["--log-level", "warn"]);
 const JSON_HEADERS = Object.freeze({ "content-type": "application/json", "cf-connecting-ip": "198.51.100.200" });
 
 // ---- the workers ------------------------------------------------------------------------------------------------
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** The no-op Worker of bench/noop under wrangler dev, started the way the harness starts the service. */
 async function startNoop(vars = {}) {

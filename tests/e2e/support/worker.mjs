@@ -160,7 +160,8 @@ export function ensureBuilt() {
   return buildPromise;
 }
 
-function freePort() {
+/** A TCP port on 127.0.0.1 that nothing listens on right now. */
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
