@@ -4,20 +4,19 @@
 //   npm run admin -- <command> [options] [--remote | --persist-to DIR] [--json]
 //
 // Local D1 (.wrangler/state, or --persist-to DIR) by default; --remote acts on the deployed database.
-// Emails and phone numbers are checked and normalised by the service's own Rust parsers (src/bin/admin-check.rs),
+// Emails and phone numbers are checked and normalised by the service's own Rust parsers, compiled to WebAssembly
+// (scripts/lib/admin-check.wasm, from src/admin_check.rs), so Node alone runs them;
 // and every change is ONE SQL statement, an INSERT into one of the admin_* views of migrations/0005_admin_views.sql,
 // whose trigger checks the preconditions and writes all rows or none: nothing can be left half-written, locally or
 // remotely. docs/ADMIN.md is the guide.
 
-import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 
+import { checkField } from "./lib/identifiers.mjs";
 import { revokeUserAccess } from "./lib/revoke.mjs";
-import { ROOT, WRANGLER_BIN, spawnWrangler } from "./lib/wrangler.mjs";
+import { ROOT, WRANGLER_BIN, d1Execute } from "./lib/wrangler.mjs";
 
-const CARGO_BIN_DIR = path.join(os.homedir(), ".cargo", "bin");
 const MAX_TEXT = 150; // Django's limit for names, kept for branch, designation and group names too.
 
 const USAGE = `Usage: npm run admin -- <command> [options] [--remote | --persist-to DIR] [--json]
@@ -173,28 +172,20 @@ function allowedCountryCodes() {
 }
 
 /**
- * Normalises { email, newEmail, phone, locale } with src/bin/admin-check.rs (`Email::parse`,
- * `PhoneNumber::parse_allowed`, `Locale::parse`: the functions the worker runs on requests). Cargo builds it for the host on first use and when src/ changed.
+ * Normalises { email, newEmail, phone, locale } with the service's own parsers (`Email::parse`,
+ * `PhoneNumber::parse_allowed`, `Locale::parse`: the functions the worker runs on requests), compiled to
+ * scripts/lib/admin-check.wasm, so that Node alone runs them. Returns { email, new_email, phone_number, locale }
+ * (only the fields given) or throws the first refusal.
  */
-function checkIdentifiers({ email, newEmail, phone, locale }) {
-  const args = ["run", "--quiet", "--locked", "--bin", "admin-check", "--"];
-  if (email !== undefined) args.push("--email", email);
-  if (locale !== undefined) args.push("--locale", locale);
-  if (newEmail !== undefined) args.push("--new-email", newEmail);
-  if (phone !== undefined) args.push("--phone", phone, "--allowed-country-codes", allowedCountryCodes());
-  const result = spawnSync("cargo", args, {
-    cwd: ROOT,
-    encoding: "utf8",
-    env: { ...process.env, PATH: `${CARGO_BIN_DIR}${path.delimiter}${process.env.PATH ?? ""}` },
-  });
-  if (result.error) throw new Error(`could not run cargo (the Rust toolchain; see README): ${result.error.message}`);
-  let answer;
-  try {
-    answer = JSON.parse(result.stdout);
-  } catch {
-    throw new Error(`admin-check failed (exit ${result.status}):\n${result.stderr}`);
+function checkIdentifiers({ email, newEmail, phone, locale }, countryCodes = allowedCountryCodes()) {
+  const answer = {};
+  const fields = [["email", email], ["locale", locale], ["new_email", newEmail], ["phone_number", phone]];
+  for (const [field, value] of fields) {
+    if (value === undefined) continue;
+    const checked = checkField(field, value, field === "phone_number" ? countryCodes : "");
+    if (!checked.ok) throw new AdminError(checked.message);
+    answer[field] = checked.value;
   }
-  if (answer.error) throw new AdminError(answer.error.message);
   return answer;
 }
 
@@ -215,7 +206,7 @@ function d1(args, ...statements) {
   if (!existsSync(WRANGLER_BIN)) throw new Error("wrangler is not installed; run `sh scripts/bootstrap.sh` first");
   const target = args.remote ? ["--remote"] : ["--local", ...(args.persistTo ? ["--persist-to", args.persistTo] : [])];
   const command = statements.map((s) => s.trim()).join(";\n");
-  const result = spawnWrangler(["d1", "execute", "DB", ...target, "--yes", "--json", "--command", command]);
+  const result = d1Execute(["DB", ...target, "--yes", "--json", "--command", command]);
   if (result.error) throw new Error(`could not run wrangler: ${result.error.message}`);
   const out = result.stdout ?? "";
   const start = out.search(/^[[{]/m);

@@ -9,6 +9,7 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
 echo "==> cargo test (core, adapters' request formats, HTTP parsing)"
 cargo test --lib --bins --locked
+cargo test --quiet --manifest-path tools/admin-check/Cargo.toml --locked
 
 echo "==> end-to-end tests (built worker under wrangler dev, mock Resend and Twilio)"
 node --test --test-concurrency=1 --test-timeout=300000 "tests/e2e/**/*.test.mjs"

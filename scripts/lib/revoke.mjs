@@ -20,7 +20,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { WRANGLER_BIN, spawnWrangler } from "./wrangler.mjs";
+import { WRANGLER_BIN, d1Execute, spawnWrangler } from "./wrangler.mjs";
 
 function sqlString(value) {
   return `'${String(value).replaceAll("'", "''")}'`;
@@ -28,7 +28,7 @@ function sqlString(value) {
 
 function wrangler(args) {
   if (!existsSync(WRANGLER_BIN)) throw new Error("wrangler is not installed; run `sh scripts/bootstrap.sh` first");
-  const result = spawnWrangler(args);
+  const result = args[0] === "d1" && args[1] === "execute" ? d1Execute(args.slice(2)) : spawnWrangler(args);
   if (result.error) throw new Error(`could not run wrangler: ${result.error.message}`);
   if (result.status !== 0) {
     throw new Error(`\`wrangler ${args.slice(0, 3).join(" ")}\` failed (exit ${result.status}):\n${result.stdout}${result.stderr}`);
