@@ -14,3 +14,4 @@ pub mod admin_check;
 pub mod domain;
 pub mod http;
 pub mod login;
+pub mod scim;
