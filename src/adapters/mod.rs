@@ -6,3 +6,4 @@ pub mod delivery;
 pub mod kv;
 pub mod meter;
 pub mod runtime;
+pub mod scim;

@@ -9,6 +9,7 @@ mod gateway;
 mod incoming;
 #[cfg(test)]
 mod properties;
+mod scim;
 
 use serde_json::{json, Value};
 use worker::{event, web_sys, Context, Env, ScheduleContext, ScheduledEvent};
@@ -179,6 +180,9 @@ const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
 async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter: &Meter) -> Result<Reply, ApiError> {
     let path = req.path();
+    if let (true, Some(settings)) = (scim::is_scim_path(path), &config.scim) {
+        return Ok(Reply::Own(scim::handle(req, env, settings, &config.phone_calling_codes, meter).await));
+    }
     if !is_auth_path(path) {
         let Some(gateway) = &config.gateway else { return Err(ApiError::NotFound) };
         // Authenticating records no event: the request's origin is never written.

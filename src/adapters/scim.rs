@@ -1,0 +1,623 @@
+//! SCIM's storage in D1: users, groups and memberships as the SCIM endpoints read and change them, the per-client
+//! request window, and the provisioning audit trail.
+//!
+//! Every change is one batch (one transaction on D1's single writer) that also ends the sessions of every user
+//! the change leaves unable to log in (inactive, deleted, or in no employee group): their rows are marked revoked,
+//! one `revoked` event per session is recorded, and the batch returns the access tokens' digests so that the
+//! caller deletes them from KV. Uniqueness (email, phone, group name) is the schema's: a violation fails the whole
+//! batch and is reported as [`WriteError::Taken`].
+
+use std::rc::Rc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, D1Result};
+
+use super::meter::Meter;
+use crate::domain::TokenDigest;
+use crate::login::StoreError;
+use crate::scim::filter::{Column, Kind};
+use crate::scim::resource::{GroupFields, StoredGroup, StoredUser, UserFields};
+
+#[derive(Clone)]
+pub struct ScimStore {
+    db: Rc<D1Database>,
+    meter: Meter,
+}
+
+/// Why a change was not made.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Another user or group already has this value (the attribute's SCIM name).
+    Taken(&'static str),
+    Store(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+/// A change made: the resource as it is now, and the access tokens of the sessions it ended.
+pub struct Changed<T> {
+    pub resource: T,
+    pub ended: Vec<TokenDigest>,
+}
+
+/// Who made a change, for the audit rows: the client's address and the reason named on ended sessions.
+pub struct Audit<'a> {
+    pub now: i64,
+    pub ip: &'a str,
+    pub action: &'static str,
+    /// What changed, as JSON.
+    pub detail: String,
+    /// Why sessions end, if this change ends any (`scim: deactivated`).
+    pub reason: &'a str,
+}
+
+fn store_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("D1: {e}"))
+}
+
+fn int(value: i64) -> JsValue {
+    // Ids and Unix seconds are far below 2^53.
+    JsValue::from_f64(value as f64)
+}
+
+fn text(value: &str) -> JsValue {
+    JsValue::from_str(value)
+}
+
+fn opt_text(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+fn ids_json(ids: &[i64]) -> JsValue {
+    text(&Value::from(ids.to_vec()).to_string())
+}
+
+/// A filter's bound value: strings and numbers as D1 binds them.
+fn param(value: &Value) -> JsValue {
+    match value {
+        Value::String(s) => text(s),
+        Value::Number(n) => JsValue::from_f64(n.as_f64().unwrap_or(0.0)),
+        Value::Bool(b) => int(i64::from(*b)),
+        _ => JsValue::NULL,
+    }
+}
+
+const ENTERPRISE_DEPARTMENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user:department";
+
+/// The user attributes a list filter may name (lower-cased), and the stored column each reads.
+pub fn user_column(attr: &str) -> Option<Column> {
+    let (expr, kind) = match attr {
+        "id" => ("CAST(u.id AS TEXT)", Kind::Exact),
+        "username" | "emails" | "emails.value" => ("u.email", Kind::Lower),
+        "externalid" => ("u.external_id", Kind::Exact),
+        "name.givenname" => ("u.first_name", Kind::Text),
+        "name.familyname" => ("u.last_name", Kind::Text),
+        "displayname" | "name.formatted" => ("trim(u.first_name || ' ' || u.last_name)", Kind::Text),
+        "title" => ("p.designation", Kind::Text),
+        "phonenumbers" | "phonenumbers.value" => ("p.phone_number", Kind::Exact),
+        "preferredlanguage" => ("p.locale", Kind::Text),
+        "active" => ("u.is_active", Kind::Boolean),
+        "meta.created" => ("u.date_joined", Kind::Time),
+        "meta.lastmodified" => ("COALESCE(u.updated_at, u.date_joined)", Kind::Time),
+        ENTERPRISE_DEPARTMENT => ("p.branch", Kind::Text),
+        _ => return None,
+    };
+    Some(Column { expr, kind })
+}
+
+/// The group attributes a list filter may name.
+pub fn group_column(attr: &str) -> Option<Column> {
+    let (expr, kind) = match attr {
+        "id" => ("CAST(g.id AS TEXT)", Kind::Exact),
+        "displayname" => ("g.name", Kind::Text),
+        "externalid" => ("g.external_id", Kind::Exact),
+        "members" | "members.value" => ("g.id", Kind::Member),
+        "meta.created" => ("COALESCE(g.created_at, 0)", Kind::Time),
+        "meta.lastmodified" => ("COALESCE(g.updated_at, g.created_at, 0)", Kind::Time),
+        _ => return None,
+    };
+    Some(Column { expr, kind })
+}
+
+// ---- Statements ---------------------------------------------------------------------------------------------
+
+/// Counts one request in the client's window: ?1 bucket, ?2 now, ?3 window length.
+const COUNT_REQUEST: &str = "\
+INSERT INTO rate_limits (bucket, window_started_at, hits) VALUES (?1, ?2, 1)
+ON CONFLICT (bucket) DO UPDATE SET
+  hits = CASE WHEN rate_limits.window_started_at <= ?2 - ?3 THEN 1 ELSE rate_limits.hits + 1 END,
+  window_started_at = CASE WHEN rate_limits.window_started_at <= ?2 - ?3 THEN ?2 ELSE rate_limits.window_started_at END
+RETURNING hits, window_started_at";
+
+const USER_ROW: &str = "\
+SELECT u.id, u.email, u.first_name, u.last_name, u.is_active, u.external_id, u.date_joined AS created,
+       COALESCE(u.updated_at, u.date_joined) AS modified, p.phone_number, COALESCE(p.branch, '') AS branch,
+       COALESCE(p.designation, '') AS designation, p.locale,
+       (SELECT json_group_array(json_array(id, name)) FROM (SELECT g.id, g.name FROM user_groups ug
+        JOIN groups g ON g.id = ug.group_id WHERE ug.user_id = u.id ORDER BY g.name)) AS groups
+FROM users u LEFT JOIN profiles p ON p.user_id = u.id";
+
+const GROUP_COLUMNS: &str = "\
+SELECT g.id, g.name, g.external_id, g.is_employee_group AS employee, COALESCE(g.created_at, 0) AS created,
+       COALESCE(g.updated_at, g.created_at, 0) AS modified, ";
+const GROUP_MEMBERS: &str = "\
+(SELECT json_group_array(json_array(id, email)) FROM (SELECT u.id, COALESCE(u.email, '') AS email
+ FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_id = g.id ORDER BY u.id)) AS members FROM groups g";
+const GROUP_NO_MEMBERS: &str = "'[]' AS members FROM groups g";
+
+/// Users who may log in: active, in at least one employee group.
+const MAY_LOG_IN: &str = "SELECT ug.user_id FROM user_groups ug JOIN groups g ON g.id = ug.group_id \
+JOIN users u ON u.id = ug.user_id WHERE u.is_active = 1 AND g.is_employee_group = 1";
+
+/// Records one `revoked` event per live session of the candidates (?1, a JSON array of user ids) who may no longer
+/// log in: ?2 now, ?3 reason, ?4 the client's address.
+fn record_revocations() -> String {
+    format!(
+        "INSERT INTO login_events (occurred_at, event, user_id, detail, ip) \
+         SELECT ?2, 'revoked', user_id, 'session ' || id || ': ' || ?3, ?4 FROM sessions \
+         WHERE revoked_at IS NULL AND user_id IN (SELECT value FROM json_each(?1)) AND user_id NOT IN ({MAY_LOG_IN})"
+    )
+}
+
+/// Ends those sessions and returns their access tokens' digests: ?1 candidates, ?2 now, ?3 reason.
+fn revoke_sessions() -> String {
+    format!(
+        "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 \
+         WHERE revoked_at IS NULL AND user_id IN (SELECT value FROM json_each(?1)) AND user_id NOT IN ({MAY_LOG_IN}) \
+         RETURNING access_digest"
+    )
+}
+
+/// ?1 now, ?2 action, ?3 resource, ?4 id, ?5 name, ?6 ip, ?7 detail.
+const RECORD_CHANGE: &str = "\
+INSERT INTO provisioning_events (occurred_at, source, action, resource, resource_id, name, ip, detail)
+VALUES (?1, 'scim', ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const INSERT_USER: &str = "\
+INSERT INTO users (email, first_name, last_name, is_active, external_id, date_joined, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
+/// ?1 id, ?2 email, ?3 first, ?4 last, ?5 active, ?6 external id, ?7 now.
+const UPDATE_USER: &str = "\
+UPDATE users SET email = ?2, first_name = ?3, last_name = ?4, is_active = ?5, external_id = ?6, updated_at = ?7
+WHERE id = ?1";
+/// ?1 user id, or NULL with ?6 the email of a user created in the same batch; ?2 phone, ?3 branch, ?4 designation,
+/// ?5 locale.
+const UPSERT_PROFILE: &str = "\
+INSERT INTO profiles (user_id, phone_number, branch, designation, locale)
+SELECT id, ?2, ?3, ?4, ?5 FROM users WHERE id = ?1 OR (?1 IS NULL AND email = ?6)
+ON CONFLICT (user_id) DO UPDATE SET phone_number = excluded.phone_number, branch = excluded.branch,
+  designation = excluded.designation, locale = excluded.locale";
+const DELETE_USER: [&str; 5] = [
+    "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_id = ?1)",
+    "DELETE FROM sessions WHERE user_id = ?1",
+    "DELETE FROM user_groups WHERE user_id = ?1",
+    "DELETE FROM profiles WHERE user_id = ?1",
+    "DELETE FROM users WHERE id = ?1",
+];
+
+const INSERT_GROUP: &str = "\
+INSERT INTO groups (name, is_employee_group, external_id, created_at, updated_at) VALUES (?1, 0, ?2, ?3, ?3)";
+const UPDATE_GROUP: &str = "UPDATE groups SET name = ?2, external_id = ?3, updated_at = ?4 WHERE id = ?1";
+/// Makes the members of group ?1 (or, when NULL, of the group named ?3) exactly the existing users in ?2.
+const DROP_MEMBERS: &str = "\
+DELETE FROM user_groups WHERE group_id = COALESCE(?1, (SELECT id FROM groups WHERE name = ?3))
+  AND user_id NOT IN (SELECT value FROM json_each(?2))";
+const ADD_MEMBERS: &str = "\
+INSERT OR IGNORE INTO user_groups (user_id, group_id)
+SELECT u.id, g.id FROM json_each(?2) j JOIN users u ON u.id = j.value JOIN groups g
+  ON g.id = COALESCE(?1, (SELECT id FROM groups WHERE name = ?3))";
+/// Only a group that is not an employee group: access is the administrator's decision.
+const DELETE_GROUP: [&str; 2] = [
+    "DELETE FROM user_groups WHERE group_id = (SELECT id FROM groups WHERE id = ?1 AND is_employee_group = 0)",
+    "DELETE FROM groups WHERE id = ?1 AND is_employee_group = 0 RETURNING id",
+];
+
+// ---- Rows ---------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct CounterRow {
+    hits: u32,
+    window_started_at: i64,
+}
+
+#[derive(Deserialize)]
+struct UserRow {
+    id: i64,
+    email: Option<String>,
+    first_name: String,
+    last_name: String,
+    is_active: i64,
+    external_id: Option<String>,
+    created: i64,
+    modified: i64,
+    phone_number: Option<String>,
+    branch: String,
+    designation: String,
+    locale: Option<String>,
+    groups: String,
+}
+
+#[derive(Deserialize)]
+struct GroupRow {
+    id: i64,
+    name: String,
+    external_id: Option<String>,
+    employee: i64,
+    created: i64,
+    modified: i64,
+    members: String,
+}
+
+#[derive(Deserialize)]
+struct DigestRow {
+    access_digest: String,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    n: u64,
+}
+
+#[derive(Deserialize)]
+struct IdRow {
+    #[allow(dead_code)]
+    id: i64,
+}
+
+fn pairs(json: &str) -> Result<Vec<(i64, String)>, StoreError> {
+    serde_json::from_str(json).map_err(store_error)
+}
+
+impl UserRow {
+    fn into_user(self) -> Result<StoredUser, StoreError> {
+        Ok(StoredUser {
+            id: self.id,
+            fields: UserFields {
+                email: self.email.unwrap_or_default(),
+                external_id: self.external_id,
+                first_name: self.first_name,
+                last_name: self.last_name,
+                active: Some(self.is_active != 0),
+                phone: self.phone_number,
+                designation: self.designation,
+                branch: self.branch,
+                locale: self.locale,
+            },
+            created: self.created,
+            modified: self.modified,
+            groups: pairs(&self.groups)?,
+        })
+    }
+}
+
+/// A stored group and whether it is an employee group.
+pub struct GroupWithFlag {
+    pub group: StoredGroup,
+    pub employee: bool,
+}
+
+impl GroupRow {
+    fn into_group(self) -> Result<GroupWithFlag, StoreError> {
+        Ok(GroupWithFlag {
+            employee: self.employee != 0,
+            group: StoredGroup {
+                id: self.id,
+                name: self.name,
+                external_id: self.external_id,
+                created: self.created,
+                modified: self.modified,
+                members: pairs(&self.members)?,
+            },
+        })
+    }
+}
+
+fn rows<T: for<'de> Deserialize<'de>>(results: &[D1Result], index: usize) -> Result<Vec<T>, StoreError> {
+    results.get(index).ok_or_else(|| store_error("batch returned too few results"))?.results::<T>().map_err(store_error)
+}
+
+/// The schema's uniqueness violations, by the attribute a SCIM client knows them as.
+fn taken(message: &str) -> Option<&'static str> {
+    if !message.contains("UNIQUE") {
+        return None;
+    }
+    [("users.email", "userName"), ("profiles.phone_number", "phoneNumbers"), ("groups.name", "displayName")]
+        .into_iter()
+        .find(|(column, _)| message.contains(column))
+        .map(|(_, attr)| attr)
+}
+
+impl ScimStore {
+    pub fn new(db: D1Database, meter: Meter) -> ScimStore {
+        ScimStore { db: Rc::new(db), meter }
+    }
+
+    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, StoreError> {
+        self.db.prepare(sql).bind(params).map_err(store_error)
+    }
+
+    async fn batch(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, WriteError> {
+        self.meter.d1_round_trip(statements.len(), 0, 0);
+        self.db.batch(statements).await.map_err(|e| {
+            let message = e.to_string();
+            taken(&message).map_or_else(|| WriteError::Store(store_error(message)), WriteError::Taken)
+        })
+    }
+
+    async fn read(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, StoreError> {
+        self.batch(statements).await.map_err(|e| match e {
+            WriteError::Store(e) => e,
+            WriteError::Taken(attr) => store_error(format!("a read reported {attr} taken")),
+        })
+    }
+
+    /// Counts a request in the client's window; returns the hits so far and when the window started.
+    pub async fn count_request(&self, bucket: &str, now: i64, window: i64) -> Result<(u32, i64), StoreError> {
+        let results = self.read(vec![self.statement(COUNT_REQUEST, &[text(bucket), int(now), int(window)])?]).await?;
+        let row = rows::<CounterRow>(&results, 0)?.into_iter().next().ok_or_else(|| store_error("no counter row"))?;
+        Ok((row.hits, row.window_started_at))
+    }
+
+    pub async fn user(&self, id: i64) -> Result<Option<StoredUser>, StoreError> {
+        let results = self.read(vec![self.statement(&format!("{USER_ROW} WHERE u.id = ?1"), &[int(id)])?]).await?;
+        rows::<UserRow>(&results, 0)?.into_iter().next().map(UserRow::into_user).transpose()
+    }
+
+    /// One page of the users matching `filter` (SQL over `u` and `p` with `params`), and how many match in all.
+    pub async fn users(
+        &self,
+        filter: &str,
+        params: &[Value],
+        offset: usize,
+        count: usize,
+    ) -> Result<(u64, Vec<StoredUser>), StoreError> {
+        let bound: Vec<JsValue> = params.iter().map(param).collect();
+        let total =
+            format!("SELECT count(*) AS n FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE {filter}");
+        let mut page_params = bound.clone();
+        page_params.extend([int(count as i64), int(offset as i64)]);
+        let page = format!("{USER_ROW} WHERE {filter} ORDER BY u.id LIMIT ? OFFSET ?");
+        let results = self.read(vec![self.statement(&total, &bound)?, self.statement(&page, &page_params)?]).await?;
+        let total = rows::<CountRow>(&results, 0)?.first().map_or(0, |r| r.n);
+        let users = rows::<UserRow>(&results, 1)?.into_iter().map(UserRow::into_user).collect::<Result<_, _>>()?;
+        Ok((total, users))
+    }
+
+    pub async fn group(&self, id: i64) -> Result<Option<GroupWithFlag>, StoreError> {
+        let sql = format!("{GROUP_COLUMNS}{GROUP_MEMBERS} WHERE g.id = ?1");
+        let results = self.read(vec![self.statement(&sql, &[int(id)])?]).await?;
+        rows::<GroupRow>(&results, 0)?.into_iter().next().map(GroupRow::into_group).transpose()
+    }
+
+    /// Like [`ScimStore::users`]; `members` false leaves them out (a client that excludes them).
+    pub async fn groups(
+        &self,
+        filter: &str,
+        params: &[Value],
+        offset: usize,
+        count: usize,
+        members: bool,
+    ) -> Result<(u64, Vec<StoredGroup>), StoreError> {
+        let bound: Vec<JsValue> = params.iter().map(param).collect();
+        let total = format!("SELECT count(*) AS n FROM groups g WHERE {filter}");
+        let mut page_params = bound.clone();
+        page_params.extend([int(count as i64), int(offset as i64)]);
+        let tail = if members { GROUP_MEMBERS } else { GROUP_NO_MEMBERS };
+        let page = format!("{GROUP_COLUMNS}{tail} WHERE {filter} ORDER BY g.id LIMIT ? OFFSET ?");
+        let results = self.read(vec![self.statement(&total, &bound)?, self.statement(&page, &page_params)?]).await?;
+        let total = rows::<CountRow>(&results, 0)?.first().map_or(0, |r| r.n);
+        let groups = rows::<GroupRow>(&results, 1)?
+            .into_iter()
+            .map(|r| r.into_group().map(|g| g.group))
+            .collect::<Result<_, _>>()?;
+        Ok((total, groups))
+    }
+
+    /// The statements that end the sessions of `candidates` who may no longer log in, and record why.
+    fn revocations(&self, candidates: &[i64], audit: &Audit<'_>) -> Result<[D1PreparedStatement; 2], StoreError> {
+        let params = [ids_json(candidates), int(audit.now), text(audit.reason), text(audit.ip)];
+        Ok([self.statement(&record_revocations(), &params)?, self.statement(&revoke_sessions(), &params[..3])?])
+    }
+
+    fn record(
+        &self,
+        audit: &Audit<'_>,
+        resource: &str,
+        id: Option<i64>,
+        name: &str,
+    ) -> Result<D1PreparedStatement, StoreError> {
+        self.statement(
+            RECORD_CHANGE,
+            &[
+                int(audit.now),
+                text(audit.action),
+                text(resource),
+                id.map_or(JsValue::NULL, int),
+                text(name),
+                text(audit.ip),
+                text(&audit.detail),
+            ],
+        )
+    }
+
+    fn profile(&self, id: Option<i64>, f: &UserFields) -> Result<D1PreparedStatement, StoreError> {
+        self.statement(
+            UPSERT_PROFILE,
+            &[
+                id.map_or(JsValue::NULL, int),
+                opt_text(f.phone.as_deref()),
+                text(&f.branch),
+                text(&f.designation),
+                opt_text(f.locale.as_deref()),
+                text(&f.email),
+            ],
+        )
+    }
+
+    pub async fn create_user(&self, f: &UserFields, audit: &Audit<'_>) -> Result<StoredUser, WriteError> {
+        let active = int(i64::from(f.active.unwrap_or(true)));
+        let insert = self.statement(
+            INSERT_USER,
+            &[
+                text(&f.email),
+                text(&f.first_name),
+                text(&f.last_name),
+                active,
+                opt_text(f.external_id.as_deref()),
+                int(audit.now),
+            ],
+        )?;
+        let record = self.statement(
+            "INSERT INTO provisioning_events (occurred_at, source, action, resource, resource_id, name, ip, detail) \
+             SELECT ?1, 'scim', 'create', 'User', id, email, ?2, ?3 FROM users WHERE email = ?4",
+            &[int(audit.now), text(audit.ip), text(&audit.detail), text(&f.email)],
+        )?;
+        let read = self.statement(&format!("{USER_ROW} WHERE u.email = ?1"), &[text(&f.email)])?;
+        let results = self.batch(vec![insert, self.profile(None, f)?, record, read]).await?;
+        let row =
+            rows::<UserRow>(&results, 3)?.into_iter().next().ok_or_else(|| store_error("created user vanished"))?;
+        Ok(row.into_user()?)
+    }
+
+    /// Stores `f` as user `id` (which must exist) and ends the user's sessions if they may no longer log in.
+    pub async fn update_user(
+        &self,
+        id: i64,
+        f: &UserFields,
+        audit: &Audit<'_>,
+    ) -> Result<Changed<StoredUser>, WriteError> {
+        let update = self.statement(
+            UPDATE_USER,
+            &[
+                int(id),
+                text(&f.email),
+                text(&f.first_name),
+                text(&f.last_name),
+                int(i64::from(f.active.unwrap_or(true))),
+                opt_text(f.external_id.as_deref()),
+                int(audit.now),
+            ],
+        )?;
+        let [record_ended, end] = self.revocations(&[id], audit)?;
+        let read = self.statement(&format!("{USER_ROW} WHERE u.id = ?1"), &[int(id)])?;
+        let statements = vec![
+            update,
+            self.profile(Some(id), f)?,
+            record_ended,
+            end,
+            self.record(audit, "User", Some(id), &f.email)?,
+            read,
+        ];
+        let results = self.batch(statements).await?;
+        let ended = rows::<DigestRow>(&results, 3)?.into_iter().map(|r| TokenDigest(r.access_digest)).collect();
+        let row =
+            rows::<UserRow>(&results, 5)?.into_iter().next().ok_or_else(|| store_error("updated user vanished"))?;
+        Ok(Changed { resource: row.into_user()?, ended })
+    }
+
+    /// Deletes user `id`, ending every session first; `None` when there is no such user.
+    pub async fn delete_user(
+        &self,
+        id: i64,
+        email: &str,
+        audit: &Audit<'_>,
+    ) -> Result<Option<Vec<TokenDigest>>, WriteError> {
+        let mut statements = vec![self.statement("UPDATE users SET is_active = 0 WHERE id = ?1", &[int(id)])?];
+        statements.extend(self.revocations(&[id], audit)?);
+        statements.push(self.record(audit, "User", Some(id), email)?);
+        for sql in DELETE_USER {
+            statements.push(self.statement(sql, &[int(id)])?);
+        }
+        let results = self.batch(statements).await?;
+        let deleted = results.last().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0);
+        let ended = rows::<DigestRow>(&results, 2)?.into_iter().map(|r| TokenDigest(r.access_digest)).collect();
+        Ok((deleted > 0).then_some(ended))
+    }
+
+    pub async fn create_group(&self, f: &GroupFields, audit: &Audit<'_>) -> Result<StoredGroup, WriteError> {
+        let insert =
+            self.statement(INSERT_GROUP, &[text(&f.name), opt_text(f.external_id.as_deref()), int(audit.now)])?;
+        let members = [JsValue::NULL, ids_json(&f.members), text(&f.name)];
+        let record = self.statement(
+            "INSERT INTO provisioning_events (occurred_at, source, action, resource, resource_id, name, ip, detail) \
+             SELECT ?1, 'scim', 'create', 'Group', id, name, ?2, ?3 FROM groups WHERE name = ?4",
+            &[int(audit.now), text(audit.ip), text(&audit.detail), text(&f.name)],
+        )?;
+        let read = self.statement(&format!("{GROUP_COLUMNS}{GROUP_MEMBERS} WHERE g.name = ?1"), &[text(&f.name)])?;
+        let results = self.batch(vec![insert, self.statement(ADD_MEMBERS, &members)?, record, read]).await?;
+        let row =
+            rows::<GroupRow>(&results, 3)?.into_iter().next().ok_or_else(|| store_error("created group vanished"))?;
+        Ok(row.into_group()?.group)
+    }
+
+    /// Stores `f` as group `id`; `before` are its members before the change, whose access is re-checked.
+    pub async fn update_group(
+        &self,
+        id: i64,
+        f: &GroupFields,
+        before: &[i64],
+        audit: &Audit<'_>,
+    ) -> Result<Changed<StoredGroup>, WriteError> {
+        let update = self
+            .statement(UPDATE_GROUP, &[int(id), text(&f.name), opt_text(f.external_id.as_deref()), int(audit.now)])?;
+        let members = [int(id), ids_json(&f.members), JsValue::NULL];
+        let [record_ended, end] = self.revocations(before, audit)?;
+        let read = self.statement(&format!("{GROUP_COLUMNS}{GROUP_MEMBERS} WHERE g.id = ?1"), &[int(id)])?;
+        let statements = vec![
+            update,
+            self.statement(DROP_MEMBERS, &members)?,
+            self.statement(ADD_MEMBERS, &members)?,
+            record_ended,
+            end,
+            self.record(audit, "Group", Some(id), &f.name)?,
+            read,
+        ];
+        let results = self.batch(statements).await?;
+        let ended = rows::<DigestRow>(&results, 4)?.into_iter().map(|r| TokenDigest(r.access_digest)).collect();
+        let row =
+            rows::<GroupRow>(&results, 6)?.into_iter().next().ok_or_else(|| store_error("updated group vanished"))?;
+        Ok(Changed { resource: row.into_group()?.group, ended })
+    }
+
+    /// Deletes group `id` if it is not an employee group; false when nothing was deleted.
+    pub async fn delete_group(&self, id: i64, name: &str, audit: &Audit<'_>) -> Result<bool, WriteError> {
+        let record = self.statement(
+            "INSERT INTO provisioning_events (occurred_at, source, action, resource, resource_id, name, ip, detail) \
+             SELECT ?1, 'scim', 'delete', 'Group', id, ?2, ?3, ?4 FROM groups WHERE id = ?5 AND is_employee_group = 0",
+            &[int(audit.now), text(name), text(audit.ip), text(&audit.detail), int(id)],
+        )?;
+        let mut statements = vec![record];
+        for sql in DELETE_GROUP {
+            statements.push(self.statement(sql, &[int(id)])?);
+        }
+        let results = self.batch(statements).await?;
+        Ok(!rows::<IdRow>(&results, 2)?.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniqueness_violations_name_the_scim_attribute() {
+        assert_eq!(taken("D1_ERROR: UNIQUE constraint failed: users.email: SQLITE_CONSTRAINT"), Some("userName"));
+        assert_eq!(taken("UNIQUE constraint failed: profiles.phone_number"), Some("phoneNumbers"));
+        assert_eq!(taken("UNIQUE constraint failed: groups.name"), Some("displayName"));
+        assert_eq!(taken("no such table: users"), None);
+    }
+
+    #[test]
+    fn only_listed_attributes_are_filterable_and_none_reads_a_secret() {
+        assert_eq!(user_column("username").map(|c| c.expr), Some("u.email"));
+        assert_eq!(user_column(ENTERPRISE_DEPARTMENT).map(|c| c.expr), Some("p.branch"));
+        assert!(user_column("password").is_none() && user_column("u.email").is_none());
+        assert_eq!(group_column("members").map(|c| c.kind), Some(Kind::Member));
+    }
+}
