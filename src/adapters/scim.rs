@@ -133,23 +133,25 @@ INSERT INTO rate_limits (bucket, window_started_at, hits) VALUES (?1, ?2, 1)
 ON CONFLICT (bucket) DO UPDATE SET
   hits = CASE WHEN rate_limits.window_started_at <= ?2 - ?3 THEN 1 ELSE rate_limits.hits + 1 END,
   window_started_at = CASE WHEN rate_limits.window_started_at <= ?2 - ?3 THEN ?2 ELSE rate_limits.window_started_at END
-RETURNING hits, window_started_at";
+RETURNING hits || ' ' || window_started_at AS v";
 
+/// Each user as one JSON object in the column `v` (one row type for every read keeps the Worker small).
 const USER_ROW: &str = "\
-SELECT u.id, u.email, u.first_name, u.last_name, u.is_active, u.external_id, u.date_joined AS created,
-       COALESCE(u.updated_at, u.date_joined) AS modified, p.phone_number, COALESCE(p.branch, '') AS branch,
-       COALESCE(p.designation, '') AS designation, p.locale,
-       (SELECT json_group_array(json_array(id, name)) FROM (SELECT g.id, g.name FROM user_groups ug
-        JOIN groups g ON g.id = ug.group_id WHERE ug.user_id = u.id ORDER BY g.name)) AS groups
+SELECT json_object('id', u.id, 'email', u.email, 'first_name', u.first_name, 'last_name', u.last_name,
+  'is_active', u.is_active, 'external_id', u.external_id, 'created', u.date_joined,
+  'modified', COALESCE(u.updated_at, u.date_joined), 'phone_number', p.phone_number, 'branch', COALESCE(p.branch, ''),
+  'designation', COALESCE(p.designation, ''), 'locale', p.locale,
+  'groups', json((SELECT json_group_array(json_array(id, name)) FROM (SELECT g.id, g.name FROM user_groups ug
+    JOIN groups g ON g.id = ug.group_id WHERE ug.user_id = u.id ORDER BY g.name)))) AS v
 FROM users u LEFT JOIN profiles p ON p.user_id = u.id";
 
 const GROUP_COLUMNS: &str = "\
-SELECT g.id, g.name, g.external_id, g.is_employee_group AS employee, COALESCE(g.created_at, 0) AS created,
-       COALESCE(g.updated_at, g.created_at, 0) AS modified, ";
+SELECT json_object('id', g.id, 'name', g.name, 'external_id', g.external_id, 'employee', g.is_employee_group,
+  'created', COALESCE(g.created_at, 0), 'modified', COALESCE(g.updated_at, g.created_at, 0), 'members', ";
 const GROUP_MEMBERS: &str = "\
-(SELECT json_group_array(json_array(id, email)) FROM (SELECT u.id, COALESCE(u.email, '') AS email
- FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_id = g.id ORDER BY u.id)) AS members FROM groups g";
-const GROUP_NO_MEMBERS: &str = "'[]' AS members FROM groups g";
+json((SELECT json_group_array(json_array(id, email)) FROM (SELECT u.id, COALESCE(u.email, '') AS email
+ FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_id = g.id ORDER BY u.id)))) AS v FROM groups g";
+const GROUP_NO_MEMBERS: &str = "json_array()) AS v FROM groups g";
 
 /// Users who may log in: active, in at least one employee group.
 const MAY_LOG_IN: &str = "SELECT ug.user_id FROM user_groups ug JOIN groups g ON g.id = ug.group_id \
@@ -170,7 +172,7 @@ fn revoke_sessions() -> String {
     format!(
         "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 \
          WHERE revoked_at IS NULL AND user_id IN (SELECT value FROM json_each(?1)) AND user_id NOT IN ({MAY_LOG_IN}) \
-         RETURNING access_digest"
+         RETURNING access_digest AS v"
     )
 }
 
@@ -215,85 +217,58 @@ SELECT u.id, g.id FROM json_each(?2) j JOIN users u ON u.id = j.value JOIN group
 /// Only a group that is not an employee group: access is the administrator's decision.
 const DELETE_GROUP: [&str; 2] = [
     "DELETE FROM user_groups WHERE group_id = (SELECT id FROM groups WHERE id = ?1 AND is_employee_group = 0)",
-    "DELETE FROM groups WHERE id = ?1 AND is_employee_group = 0 RETURNING id",
+    "DELETE FROM groups WHERE id = ?1 AND is_employee_group = 0 RETURNING CAST(id AS TEXT) AS v",
 ];
 
 // ---- Rows ---------------------------------------------------------------------------------------------------
 
+/// Every statement here answers one text column `v`: a JSON object, a digest, a count or an id.
 #[derive(Deserialize)]
-struct CounterRow {
-    hits: u32,
-    window_started_at: i64,
+struct Row {
+    v: String,
 }
 
-#[derive(Deserialize)]
-struct UserRow {
-    id: i64,
-    email: Option<String>,
-    first_name: String,
-    last_name: String,
-    is_active: i64,
-    external_id: Option<String>,
-    created: i64,
-    modified: i64,
-    phone_number: Option<String>,
-    branch: String,
-    designation: String,
-    locale: Option<String>,
-    groups: String,
+fn texts(results: &[D1Result], index: usize) -> Result<Vec<String>, StoreError> {
+    let result = results.get(index).ok_or_else(|| store_error("batch returned too few results"))?;
+    Ok(result.results::<Row>().map_err(store_error)?.into_iter().map(|r| r.v).collect())
 }
 
-#[derive(Deserialize)]
-struct GroupRow {
-    id: i64,
-    name: String,
-    external_id: Option<String>,
-    employee: i64,
-    created: i64,
-    modified: i64,
-    members: String,
+fn objects(results: &[D1Result], index: usize) -> Result<Vec<Value>, StoreError> {
+    texts(results, index)?.iter().map(|t| serde_json::from_str(t).map_err(store_error)).collect()
 }
 
-#[derive(Deserialize)]
-struct DigestRow {
-    access_digest: String,
+fn digests(results: &[D1Result], index: usize) -> Result<Vec<TokenDigest>, StoreError> {
+    Ok(texts(results, index)?.into_iter().map(TokenDigest).collect())
 }
 
-#[derive(Deserialize)]
-struct CountRow {
-    n: u64,
+fn string(row: &Value, key: &str) -> Option<String> {
+    row[key].as_str().map(str::to_owned)
 }
 
-#[derive(Deserialize)]
-struct IdRow {
-    #[allow(dead_code)]
-    id: i64,
+/// `[[id, name], ...]`.
+fn pairs(value: &Value) -> Vec<(i64, String)> {
+    let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    items.iter().filter_map(|p| Some((p[0].as_i64()?, p[1].as_str()?.to_owned()))).collect()
 }
 
-fn pairs(json: &str) -> Result<Vec<(i64, String)>, StoreError> {
-    serde_json::from_str(json).map_err(store_error)
-}
-
-impl UserRow {
-    fn into_user(self) -> Result<StoredUser, StoreError> {
-        Ok(StoredUser {
-            id: self.id,
-            fields: UserFields {
-                email: self.email.unwrap_or_default(),
-                external_id: self.external_id,
-                first_name: self.first_name,
-                last_name: self.last_name,
-                active: Some(self.is_active != 0),
-                phone: self.phone_number,
-                designation: self.designation,
-                branch: self.branch,
-                locale: self.locale,
-            },
-            created: self.created,
-            modified: self.modified,
-            groups: pairs(&self.groups)?,
-        })
-    }
+fn user_of(row: &Value) -> Result<StoredUser, StoreError> {
+    Ok(StoredUser {
+        id: row["id"].as_i64().ok_or_else(|| store_error("user row without id"))?,
+        fields: UserFields {
+            email: string(row, "email").unwrap_or_default(),
+            external_id: string(row, "external_id"),
+            first_name: string(row, "first_name").unwrap_or_default(),
+            last_name: string(row, "last_name").unwrap_or_default(),
+            active: Some(row["is_active"].as_i64() == Some(1)),
+            phone: string(row, "phone_number"),
+            designation: string(row, "designation").unwrap_or_default(),
+            branch: string(row, "branch").unwrap_or_default(),
+            locale: string(row, "locale"),
+        },
+        created: row["created"].as_i64().unwrap_or(0),
+        modified: row["modified"].as_i64().unwrap_or(0),
+        groups: pairs(&row["groups"]),
+    })
 }
 
 /// A stored group and whether it is an employee group.
@@ -302,24 +277,26 @@ pub struct GroupWithFlag {
     pub employee: bool,
 }
 
-impl GroupRow {
-    fn into_group(self) -> Result<GroupWithFlag, StoreError> {
-        Ok(GroupWithFlag {
-            employee: self.employee != 0,
-            group: StoredGroup {
-                id: self.id,
-                name: self.name,
-                external_id: self.external_id,
-                created: self.created,
-                modified: self.modified,
-                members: pairs(&self.members)?,
-            },
-        })
-    }
+fn group_of(row: &Value) -> Result<GroupWithFlag, StoreError> {
+    Ok(GroupWithFlag {
+        employee: row["employee"].as_i64() == Some(1),
+        group: StoredGroup {
+            id: row["id"].as_i64().ok_or_else(|| store_error("group row without id"))?,
+            name: string(row, "name").unwrap_or_default(),
+            external_id: string(row, "external_id"),
+            created: row["created"].as_i64().unwrap_or(0),
+            modified: row["modified"].as_i64().unwrap_or(0),
+            members: pairs(&row["members"]),
+        },
+    })
 }
 
-fn rows<T: for<'de> Deserialize<'de>>(results: &[D1Result], index: usize) -> Result<Vec<T>, StoreError> {
-    results.get(index).ok_or_else(|| store_error("batch returned too few results"))?.results::<T>().map_err(store_error)
+fn one<T>(
+    results: &[D1Result],
+    index: usize,
+    read: fn(&Value) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    objects(results, index)?.first().map(read).transpose()
 }
 
 /// The schema's uniqueness violations, by the attribute a SCIM client knows them as.
@@ -360,13 +337,17 @@ impl ScimStore {
     /// Counts a request in the client's window; returns the hits so far and when the window started.
     pub async fn count_request(&self, bucket: &str, now: i64, window: i64) -> Result<(u32, i64), StoreError> {
         let results = self.read(vec![self.statement(COUNT_REQUEST, &[text(bucket), int(now), int(window)])?]).await?;
-        let row = rows::<CounterRow>(&results, 0)?.into_iter().next().ok_or_else(|| store_error("no counter row"))?;
-        Ok((row.hits, row.window_started_at))
+        let row = texts(&results, 0)?.into_iter().next().unwrap_or_default();
+        let mut numbers = row.split(' ').map(|n| n.parse::<i64>().ok());
+        match (numbers.next().flatten(), numbers.next().flatten()) {
+            (Some(hits), Some(started)) => Ok((u32::try_from(hits).unwrap_or(u32::MAX), started)),
+            _ => Err(store_error("the request counter returned no row")),
+        }
     }
 
     pub async fn user(&self, id: i64) -> Result<Option<StoredUser>, StoreError> {
         let results = self.read(vec![self.statement(&format!("{USER_ROW} WHERE u.id = ?1"), &[int(id)])?]).await?;
-        rows::<UserRow>(&results, 0)?.into_iter().next().map(UserRow::into_user).transpose()
+        one(&results, 0, user_of)
     }
 
     /// One page of the users matching `filter` (SQL over `u` and `p` with `params`), and how many match in all.
@@ -378,21 +359,22 @@ impl ScimStore {
         count: usize,
     ) -> Result<(u64, Vec<StoredUser>), StoreError> {
         let bound: Vec<JsValue> = params.iter().map(param).collect();
-        let total =
-            format!("SELECT count(*) AS n FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE {filter}");
+        let total = format!(
+            "SELECT CAST(count(*) AS TEXT) AS v FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE {filter}"
+        );
         let mut page_params = bound.clone();
         page_params.extend([int(count as i64), int(offset as i64)]);
         let page = format!("{USER_ROW} WHERE {filter} ORDER BY u.id LIMIT ? OFFSET ?");
         let results = self.read(vec![self.statement(&total, &bound)?, self.statement(&page, &page_params)?]).await?;
-        let total = rows::<CountRow>(&results, 0)?.first().map_or(0, |r| r.n);
-        let users = rows::<UserRow>(&results, 1)?.into_iter().map(UserRow::into_user).collect::<Result<_, _>>()?;
+        let total = texts(&results, 0)?.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let users = objects(&results, 1)?.iter().map(user_of).collect::<Result<_, _>>()?;
         Ok((total, users))
     }
 
     pub async fn group(&self, id: i64) -> Result<Option<GroupWithFlag>, StoreError> {
         let sql = format!("{GROUP_COLUMNS}{GROUP_MEMBERS} WHERE g.id = ?1");
         let results = self.read(vec![self.statement(&sql, &[int(id)])?]).await?;
-        rows::<GroupRow>(&results, 0)?.into_iter().next().map(GroupRow::into_group).transpose()
+        one(&results, 0, group_of)
     }
 
     /// Like [`ScimStore::users`]; `members` false leaves them out (a client that excludes them).
@@ -405,17 +387,15 @@ impl ScimStore {
         members: bool,
     ) -> Result<(u64, Vec<StoredGroup>), StoreError> {
         let bound: Vec<JsValue> = params.iter().map(param).collect();
-        let total = format!("SELECT count(*) AS n FROM groups g WHERE {filter}");
+        let total = format!("SELECT CAST(count(*) AS TEXT) AS v FROM groups g WHERE {filter}");
         let mut page_params = bound.clone();
         page_params.extend([int(count as i64), int(offset as i64)]);
         let tail = if members { GROUP_MEMBERS } else { GROUP_NO_MEMBERS };
         let page = format!("{GROUP_COLUMNS}{tail} WHERE {filter} ORDER BY g.id LIMIT ? OFFSET ?");
         let results = self.read(vec![self.statement(&total, &bound)?, self.statement(&page, &page_params)?]).await?;
-        let total = rows::<CountRow>(&results, 0)?.first().map_or(0, |r| r.n);
-        let groups = rows::<GroupRow>(&results, 1)?
-            .into_iter()
-            .map(|r| r.into_group().map(|g| g.group))
-            .collect::<Result<_, _>>()?;
+        let total = texts(&results, 0)?.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let groups =
+            objects(&results, 1)?.iter().map(|row| group_of(row).map(|g| g.group)).collect::<Result<_, _>>()?;
         Ok((total, groups))
     }
 
@@ -480,9 +460,7 @@ impl ScimStore {
         )?;
         let read = self.statement(&format!("{USER_ROW} WHERE u.email = ?1"), &[text(&f.email)])?;
         let results = self.batch(vec![insert, self.profile(None, f)?, record, read]).await?;
-        let row =
-            rows::<UserRow>(&results, 3)?.into_iter().next().ok_or_else(|| store_error("created user vanished"))?;
-        Ok(row.into_user()?)
+        Ok(one(&results, 3, user_of)?.ok_or_else(|| store_error("created user vanished"))?)
     }
 
     /// Stores `f` as user `id` (which must exist) and ends the user's sessions if they may no longer log in.
@@ -515,10 +493,8 @@ impl ScimStore {
             read,
         ];
         let results = self.batch(statements).await?;
-        let ended = rows::<DigestRow>(&results, 3)?.into_iter().map(|r| TokenDigest(r.access_digest)).collect();
-        let row =
-            rows::<UserRow>(&results, 5)?.into_iter().next().ok_or_else(|| store_error("updated user vanished"))?;
-        Ok(Changed { resource: row.into_user()?, ended })
+        let resource = one(&results, 5, user_of)?.ok_or_else(|| store_error("updated user vanished"))?;
+        Ok(Changed { resource, ended: digests(&results, 3)? })
     }
 
     /// Deletes user `id`, ending every session first; `None` when there is no such user.
@@ -536,8 +512,7 @@ impl ScimStore {
         }
         let results = self.batch(statements).await?;
         let deleted = results.last().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0);
-        let ended = rows::<DigestRow>(&results, 2)?.into_iter().map(|r| TokenDigest(r.access_digest)).collect();
-        Ok((deleted > 0).then_some(ended))
+        Ok((deleted > 0).then_some(digests(&results, 2)?))
     }
 
     pub async fn create_group(&self, f: &GroupFields, audit: &Audit<'_>) -> Result<StoredGroup, WriteError> {
@@ -551,9 +526,7 @@ impl ScimStore {
         )?;
         let read = self.statement(&format!("{GROUP_COLUMNS}{GROUP_MEMBERS} WHERE g.name = ?1"), &[text(&f.name)])?;
         let results = self.batch(vec![insert, self.statement(ADD_MEMBERS, &members)?, record, read]).await?;
-        let row =
-            rows::<GroupRow>(&results, 3)?.into_iter().next().ok_or_else(|| store_error("created group vanished"))?;
-        Ok(row.into_group()?.group)
+        Ok(one(&results, 3, group_of)?.ok_or_else(|| store_error("created group vanished"))?.group)
     }
 
     /// Stores `f` as group `id`; `before` are its members before the change, whose access is re-checked.
@@ -579,10 +552,8 @@ impl ScimStore {
             read,
         ];
         let results = self.batch(statements).await?;
-        let ended = rows::<DigestRow>(&results, 4)?.into_iter().map(|r| TokenDigest(r.access_digest)).collect();
-        let row =
-            rows::<GroupRow>(&results, 6)?.into_iter().next().ok_or_else(|| store_error("updated group vanished"))?;
-        Ok(Changed { resource: row.into_group()?.group, ended })
+        let resource = one(&results, 6, group_of)?.ok_or_else(|| store_error("updated group vanished"))?.group;
+        Ok(Changed { resource, ended: digests(&results, 4)? })
     }
 
     /// Deletes group `id` if it is not an employee group; false when nothing was deleted.
@@ -597,7 +568,7 @@ impl ScimStore {
             statements.push(self.statement(sql, &[int(id)])?);
         }
         let results = self.batch(statements).await?;
-        Ok(!rows::<IdRow>(&results, 2)?.is_empty())
+        Ok(!texts(&results, 2)?.is_empty())
     }
 }
 

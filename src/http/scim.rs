@@ -161,12 +161,9 @@ pub async fn handle(
     calling_codes: &[String],
     meter: &Meter,
 ) -> Answer {
-    let url = worker::Url::parse(&req.url()).ok();
-    let base = url.as_ref().map_or_else(String::new, |u| format!("{}{BASE}", u.origin().ascii_serialization()));
-    let query = url
-        .as_ref()
-        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
-        .unwrap_or_default();
+    let url = req.url();
+    let base = format!("{}{BASE}", origin(&url));
+    let query = query_pairs(&url);
     let store = match env.d1("DB") {
         Ok(db) => ScimStore::new(db, meter.clone()),
         Err(e) => return error_answer(&internal("D1 binding DB", &e)),
@@ -468,6 +465,40 @@ impl Scim<'_> {
     }
 }
 
+/// `scheme://host[:port]` of an absolute URL as the runtime serialises it.
+fn origin(url: &str) -> &str {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |j| start + j);
+    &url[..end]
+}
+
+/// The query's name/value pairs, decoded as `application/x-www-form-urlencoded` (`+` is a space). A full URL
+/// parser would bring its international domain name tables into the Worker; this is all SCIM needs.
+fn query_pairs(url: &str) -> Vec<(String, String)> {
+    let query = url.split_once('?').map_or("", |(_, q)| q.split('#').next().unwrap_or_default());
+    let pairs = query.split('&').filter(|p| !p.is_empty());
+    pairs.map(|pair| pair.split_once('=').unwrap_or((pair, ""))).map(|(k, v)| (decode(k), decode(v))).collect()
+}
+
+fn decode(text: &str) -> String {
+    let (bytes, mut out, mut i) = (text.as_bytes(), Vec::with_capacity(text.len()), 0);
+    let hex = |b: u8| (b as char).to_digit(16);
+    while i < bytes.len() {
+        let escaped =
+            (bytes[i] == b'%').then(|| Some(hex(*bytes.get(i + 1)?)? * 16 + hex(*bytes.get(i + 2)?)?)).flatten();
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte as u8);
+                i += 2;
+            }
+            (b'+', None) => out.push(b' '),
+            (byte, None) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn discovery(kind: &str) -> Value {
     serde_json::from_str::<Value>(DISCOVERY).map(|mut all| all[kind].take()).unwrap_or(Value::Null)
 }
@@ -544,6 +575,18 @@ mod tests {
         assert_eq!(target("/scim/v2/Users/1/2"), None);
         assert_eq!(target("/scim/v2/Bulk"), None);
         assert!(is_scim_path("/scim/v2") && is_scim_path("/scim/v2/Users") && !is_scim_path("/scim/v2x"));
+    }
+
+    #[test]
+    fn the_query_is_decoded_as_a_form_and_the_origin_kept() {
+        let url = "https://login.example.com:8443/scim/v2/Users?filter=userName%20eq%20%22a%2Bb%40x.com%22&count=2&x=%E2%9C%93+y&bad=%zz#f";
+        assert_eq!(
+            query_pairs(url),
+            [("filter", "userName eq \"a+b@x.com\""), ("count", "2"), ("x", "\u{2713} y"), ("bad", "%zz")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(origin(url), "https://login.example.com:8443");
+        assert!(query_pairs("http://h/scim/v2/Users").is_empty());
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl Filter {
                 let (Some(have), Some(want)) = (lookup(item, attr).and_then(as_text), as_text(value)) else {
                     return *op == Op::Ne;
                 };
-                let (have, want) = (have.to_lowercase(), want.to_lowercase());
+                let (have, want) = (have.to_ascii_lowercase(), want.to_ascii_lowercase());
                 match op {
                     Op::Eq => have == want,
                     Op::Ne => have != want,
