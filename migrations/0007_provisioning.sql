@@ -70,7 +70,7 @@ BEGIN
     ON CONFLICT (email) DO UPDATE SET first_name = excluded.first_name, last_name = excluded.last_name,
         updated_at = excluded.updated_at;
     UPDATE provisioning_events SET resource_id = (SELECT id FROM users WHERE email = NEW.email)
-    WHERE resource_id IS NULL AND source = 'import' AND name = NEW.email;
+    WHERE id = (SELECT max(id) FROM provisioning_events) AND resource_id IS NULL;
 
     INSERT INTO profiles (user_id, phone_number, branch, designation)
     SELECT id, NULLIF(NEW.phone_number, ''), COALESCE(NEW.branch, ''), COALESCE(NEW.designation, '')
@@ -84,4 +84,22 @@ BEGIN
     INSERT OR IGNORE INTO user_groups (user_id, group_id)
     SELECT u.id, g.id FROM users u, json_each(NEW.groups) j JOIN groups g ON g.name = j.value
     WHERE u.email = NEW.email;
+END;
+
+-- Deletes a user and everything that hangs on them (profile, memberships, sessions, refresh tokens); their audit
+-- rows stay, without the user. The admin command deactivates the user and ends their sessions first.
+CREATE VIEW admin_user_deletions AS
+SELECT NULL AS email WHERE 0;
+
+CREATE TRIGGER admin_user_deletions_insert INSTEAD OF INSERT ON admin_user_deletions
+BEGIN
+    SELECT RAISE(ABORT, 'admin: no user has this email') WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = NEW.email);
+    INSERT INTO login_events (occurred_at, event, user_id, detail)
+    SELECT unixepoch(), 'revoked', id, 'admin: deleted' FROM user_directory WHERE email = NEW.email AND may_log_in;
+    DELETE FROM refresh_tokens
+    WHERE session_id IN (SELECT id FROM sessions WHERE user_id = (SELECT id FROM users WHERE email = NEW.email));
+    DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE email = NEW.email);
+    DELETE FROM user_groups WHERE user_id = (SELECT id FROM users WHERE email = NEW.email);
+    DELETE FROM profiles WHERE user_id = (SELECT id FROM users WHERE email = NEW.email);
+    DELETE FROM users WHERE email = NEW.email;
 END;
