@@ -6,3 +6,6 @@ pub mod delivery;
 pub mod kv;
 pub mod meter;
 pub mod runtime;
+pub mod sql;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+pub mod sqlite;

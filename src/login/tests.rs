@@ -4,7 +4,9 @@ use std::task::{Context, Poll, Waker};
 
 use super::fakes::*;
 use super::*;
-use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, Profile, UnixTime, User};
+use crate::adapters::d1::D1;
+use crate::adapters::sqlite::Sqlite;
+use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, UnixTime};
 
 /// The fakes never wait, so polling until ready is a complete executor for them.
 fn run<F: Future>(future: F) -> F::Output {
@@ -17,11 +19,14 @@ fn run<F: Future>(future: F) -> F::Output {
     }
 }
 
-type TestLogin = Login<Memory, Memory, Memory, Memory, Outbox, FakeClock, SeededRandom, Recorder>;
+type Store = D1<Sqlite>;
+type TestLogin = Login<Store, MemoryKv, MemoryKv, Store, Outbox, FakeClock, SeededRandom, Recorder>;
 
 struct World {
     login: TestLogin,
-    memory: Memory,
+    /// The D1 console of this world: the same in-process SQLite the login's statements run on.
+    db: Sqlite,
+    kv: MemoryKv,
     clock: FakeClock,
     outbox: Outbox,
     events: Recorder,
@@ -29,38 +34,31 @@ struct World {
 
 const START: i64 = 1_800_000_000;
 
-fn user(id: i64, email: &str, phone: &str, active: bool, employee: bool) -> User {
-    User {
-        id,
-        email: Some(email.into()),
-        first_name: "Mobile".into(),
-        last_name: "Tester".into(),
-        is_active: active,
-        profile: Profile {
-            phone_number: Some(phone.into()),
-            branch: "Head Office".into(),
-            designation: "Tech".into(),
-            locale: None,
-        },
-        groups: if employee { vec!["Employees".into()] } else { vec!["Contractors".into()] },
-        in_employee_group: employee,
-    }
-}
+/// The test user (1), a user in no employee group (2) and a deactivated employee (3).
+const USERS: &str = "
+INSERT INTO groups (id, name, is_employee_group) VALUES (1, 'Employees', 1), (2, 'Contractors', 0);
+INSERT INTO users (id, email, first_name, last_name, is_active) VALUES
+    (1, 'mobile.test@example.com', 'Mobile', 'Tester', 1),
+    (2, 'outsider@example.com', 'Mobile', 'Tester', 1),
+    (3, 'former@example.com', 'Mobile', 'Tester', 0);
+INSERT INTO profiles (user_id, phone_number, branch, designation) VALUES
+    (1, '+1234567890', 'Head Office', 'Tech'), (2, '+1234567891', 'Head Office', 'Tech'),
+    (3, '+1234567892', 'Head Office', 'Tech');
+INSERT INTO user_groups (user_id, group_id) VALUES (1, 1), (2, 2), (3, 1);";
 
 fn world() -> World {
-    let memory = Memory::with_users(vec![
-        user(1, "mobile.test@example.com", "+1234567890", true, true),
-        user(2, "outsider@example.com", "+1234567891", true, false),
-        user(3, "former@example.com", "+1234567892", false, true),
-    ]);
+    let db = Sqlite::migrated();
+    db.execute(USERS);
+    let store = D1::new(db.clone());
+    let kv = MemoryKv::default();
     let clock = FakeClock::at(START);
     let outbox = Outbox::default();
     let events = Recorder::default();
     let login = Login {
-        challenges: memory.clone(),
-        codes: memory.clone(),
-        access: memory.clone(),
-        sessions: memory.clone(),
+        challenges: store.clone(),
+        codes: kv.clone(),
+        access: kv.clone(),
+        sessions: store,
         notifier: outbox.clone(),
         clock: clock.clone(),
         random: SeededRandom::new(42),
@@ -70,7 +68,14 @@ fn world() -> World {
         messages: MessageSettings { app_name: "CRM".into(), ..MessageSettings::default() },
         test_logins: TestLogins::default(),
     };
-    World { login, memory, clock, outbox, events }
+    World { login, db, kv, clock, outbox, events }
+}
+
+impl World {
+    /// Session rows not yet revoked.
+    fn live_session_count(&self) -> i64 {
+        self.db.number("SELECT count(*) FROM sessions WHERE revoked_at IS NULL")
+    }
 }
 
 fn email(address: &str) -> Identifier {
@@ -109,7 +114,7 @@ impl World {
     }
 
     fn refresh(&self, grant: &LoginGrant) -> Result<LoginGrant, AuthError> {
-        run(self.login.refresh(&grant.tokens.refresh, &device()))
+        run(self.login.refresh(&grant.tokens.refresh, &client(), &device()))
     }
 
     fn auth(&self, grant: &LoginGrant) -> Result<Authenticated, AuthError> {
@@ -147,8 +152,8 @@ fn an_employee_receives_a_code_that_logs_them_in_once() {
     assert_eq!(grant.tokens.refresh.expose().len(), 64);
     assert_ne!(grant.tokens.access, grant.tokens.refresh);
     assert_eq!(w.verify(&id, &code).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 3 });
-    assert_eq!(w.memory.access_token_count(), 1);
-    assert_eq!(w.memory.live_session_count(), 1);
+    assert_eq!(w.kv.access_token_count(), 1);
+    assert_eq!(w.live_session_count(), 1);
 }
 
 #[test]
@@ -300,7 +305,7 @@ fn codes_are_stored_only_as_keyed_digests() {
     let w = world();
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
-    let stored = w.memory.stored_codes();
+    let stored = w.kv.stored_codes();
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].digest.contains(&code));
     assert_eq!(stored[0].expires_at, START + 600);
@@ -322,10 +327,10 @@ fn a_user_deactivated_after_the_code_was_sent_cannot_redeem_it() {
     let w = world();
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
-    w.memory.update_user(1, |u| u.is_active = false);
+    w.db.execute("UPDATE users SET is_active = 0 WHERE id = 1");
     assert!(matches!(w.verify(&id, &code), Err(LoginError::InvalidCode { .. })));
-    assert_eq!(w.memory.access_token_count(), 0);
-    assert_eq!(w.memory.live_session_count(), 0);
+    assert_eq!(w.kv.access_token_count(), 0);
+    assert_eq!(w.live_session_count(), 0);
 }
 
 #[test]
@@ -345,7 +350,7 @@ fn an_access_token_dies_at_its_expiry_and_carries_the_user_as_it_was_issued() {
     let w = world();
     let grant = w.log_in();
     assert_eq!(grant.tokens.access_expires_in, 900);
-    w.memory.update_user(1, |u| u.first_name = "Renamed".into());
+    w.db.execute("UPDATE users SET first_name = 'Renamed' WHERE id = 1");
     assert_eq!(w.auth(&grant).unwrap().session.user.first_name, "Mobile", "a snapshot: no account read");
     w.clock.advance(899);
     assert!(w.auth(&grant).is_ok());
@@ -357,7 +362,7 @@ fn an_access_token_dies_at_its_expiry_and_carries_the_user_as_it_was_issued() {
 fn a_refresh_rotates_both_tokens_and_picks_up_changes_to_the_user() {
     let w = world();
     let grant = w.log_in();
-    w.memory.update_user(1, |u| u.first_name = "Renamed".into());
+    w.db.execute("UPDATE users SET first_name = 'Renamed' WHERE id = 1");
     w.clock.advance(300);
     let next = w.refresh(&grant).unwrap();
     assert_eq!(next.tokens.session_id, grant.tokens.session_id);
@@ -377,7 +382,7 @@ fn a_rotated_out_refresh_token_presented_again_revokes_the_whole_session() {
     assert_eq!(w.events.kinds().last(), Some(&EventKind::RefreshReused));
     assert_eq!(w.auth(&next).unwrap_err(), AuthError::Invalid, "the thief's or the owner's copy: both die");
     assert_eq!(w.refresh(&next).unwrap_err(), AuthError::Invalid);
-    assert_eq!(w.memory.live_session_count(), 0);
+    assert_eq!(w.live_session_count(), 0);
 }
 
 #[test]
@@ -389,14 +394,14 @@ fn a_refresh_token_dies_at_its_expiry_and_with_its_users_access() {
 
     let w = world();
     let grant = w.log_in();
-    w.memory.update_user(1, |u| u.in_employee_group = false);
+    w.db.execute("DELETE FROM user_groups WHERE user_id = 1");
     assert!(w.auth(&grant).is_ok(), "the access token carries the user as it was");
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
     assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid, "a refresh that finds the access lost ends it");
-    assert_eq!(w.memory.live_session_count(), 0);
+    assert_eq!(w.live_session_count(), 0);
     let revoked = w.events.0.borrow().last().cloned().unwrap();
     assert_eq!(revoked.kind, EventKind::Revoked);
-    w.memory.update_user(1, |u| u.in_employee_group = true);
+    w.db.execute("INSERT INTO user_groups (user_id, group_id) VALUES (1, 1)");
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid, "the session stays ended");
 }
 
@@ -429,7 +434,7 @@ fn logout_all_ends_every_device_and_revoking_one_ends_only_that_one() {
 fn a_user_cannot_revoke_someone_elses_session() {
     let w = world();
     let mine = w.log_in();
-    w.memory.update_user(2, |u| u.in_employee_group = true);
+    w.db.execute("INSERT INTO user_groups (user_id, group_id) VALUES (2, 1)");
     let other = email("outsider@example.com");
     let code = w.send_code(&other).unwrap().unwrap();
     let theirs = w.verify(&other, &code).unwrap();
@@ -452,7 +457,7 @@ fn the_daily_sms_cap_stops_sending_without_changing_the_answer() {
     w.login.policy.sms_daily_cap = 1;
     let first = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
     assert!(w.send_code(&first).unwrap().is_some());
-    w.memory.update_user(2, |u| u.in_employee_group = true);
+    w.db.execute("INSERT INTO user_groups (user_id, group_id) VALUES (2, 1)");
     let second = Identifier::Phone(PhoneNumber::parse("+1234567891").unwrap());
     assert_eq!(w.send_code(&second).unwrap(), None, "admitted, but nothing sent");
     let capped = w.events.0.borrow().iter().rev().find(|e| e.kind == EventKind::DeliveryFailed).cloned().unwrap();
@@ -493,7 +498,7 @@ fn the_message_is_written_in_the_requested_language_then_the_profiles() {
     let id = email("mobile.test@example.com");
     w.send_code_in(&id, Some("es-MX")).unwrap();
     assert_eq!(w.outbox.sent.borrow()[0].language, Language::Spanish);
-    w.memory.update_user(1, |u| u.profile.locale = Some("fr".into()));
+    w.db.execute("UPDATE profiles SET locale = 'fr' WHERE user_id = 1");
     w.clock.advance(60);
     w.send_code_in(&id, None).unwrap();
     assert_eq!(w.outbox.sent.borrow()[1].language, Language::French);
@@ -518,7 +523,7 @@ fn a_test_identifier_logs_in_once_with_its_fixed_code_and_nothing_is_sent() {
     let id = email("mobile.test@example.com");
     assert_eq!(w.send_code(&id).unwrap(), None, "nothing is sent");
     assert!(w.outbox.sent.borrow().is_empty());
-    let stored = w.memory.stored_codes();
+    let stored = w.kv.stored_codes();
     assert!(stored.iter().all(|c| !c.digest.contains("246810")), "only the keyed digest is stored");
     assert_eq!(w.verify(&id, "246810").unwrap().user.id, 1);
     assert!(matches!(w.verify(&id, "246810"), Err(LoginError::InvalidCode { .. })), "used once");
