@@ -110,7 +110,9 @@ impl Notifier for Outbox {
             .map(|provider| DeliveryError { provider, reason: "HTTP 503: unavailable".into() })
             .collect();
         if self.failing.get() {
-            failures.push(DeliveryError { provider: "outbox", reason: "HTTP 500: provider down".into() });
+            // As Twilio's errors do, the reason echoes the recipient.
+            let reason = format!("HTTP 400: The 'To' number {} is not a valid phone number.", message.to.value());
+            failures.push(DeliveryError { provider: "outbox", reason });
             return DeliveryReport { delivered_by: None, failures };
         }
         self.sent.borrow_mut().push(message.clone());

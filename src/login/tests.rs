@@ -490,6 +490,9 @@ fn when_every_provider_fails_each_attempt_is_recorded_and_nothing_claims_success
     let id = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
     assert_eq!(w.send_code(&id).unwrap(), None);
     assert_eq!(w.events.kinds(), [EventKind::CodeRequested, EventKind::DeliveryFailed, EventKind::DeliveryFailed]);
+    let details: Vec<String> = w.events.0.borrow().iter().filter_map(|e| e.detail.clone()).collect();
+    assert!(details.iter().all(|d| !d.contains("234567890")), "no full number in the audit trail: {details:?}");
+    assert!(details.iter().any(|d| d.contains(&id.masked())), "{details:?}");
 }
 
 #[test]
@@ -559,4 +562,228 @@ fn after_the_expiry_date_a_test_identifier_is_an_ordinary_one() {
         assert!(matches!(w.verify(&id, "246810"), Err(LoginError::InvalidCode { .. })));
     }
     assert!(w.verify(&id, &code).is_ok());
+}
+
+// ---- Guessing, capped per account -------------------------------------------------------------------------------
+
+fn phone(number: &str) -> Identifier {
+    Identifier::Phone(PhoneNumber::parse(number).unwrap())
+}
+
+impl World {
+    /// Guesses evaluated so far: every guess that was checked against a code is recorded as `code_failed` (or led
+    /// to a login); a refused request never reaches a code.
+    fn guesses_evaluated(&self) -> usize {
+        self.events.kinds().iter().filter(|k| matches!(k, EventKind::CodeFailed | EventKind::Login)).count()
+    }
+
+    fn counter(&self) -> (i64, i64, i64) {
+        let failures = self.db.number("SELECT COALESCE(max(failures), 0) FROM guess_counters WHERE subject = 'user:1'");
+        let locked =
+            self.db.number("SELECT COALESCE(max(locked_until), 0) FROM guess_counters WHERE subject = 'user:1'");
+        let held = self.db.number("SELECT COALESCE(max(held), 0) FROM guess_counters WHERE subject = 'user:1'");
+        (failures, locked, held)
+    }
+
+    fn verify_from(&self, identifier: &Identifier, code: &str, client: &ClientIp) -> Result<LoginGrant, LoginError> {
+        run(self.login.verify_code(identifier.clone(), OtpCode::parse(code).unwrap(), client, &device()))
+    }
+
+    fn send_code_from(&self, identifier: &Identifier, client: &ClientIp) -> Result<Option<String>, LoginError> {
+        let before = self.outbox.sent.borrow().len();
+        let pending = run(self.login.request_code(identifier.clone(), client))?;
+        run(self.login.deliver_code(&pending)).unwrap();
+        let sent = self.outbox.sent.borrow();
+        Ok(sent.get(before).map(|m| digits_in(&m.text)))
+    }
+}
+
+/// An attacker who knows the test user's email and phone plays for `days` simulated days: every resend on both
+/// channels, a guess whenever one is allowed, every lockout waited out, each request from another address of one
+/// IPv6 /64. Returns the guesses evaluated.
+fn attack(w: &World, days: i64) -> usize {
+    let identifiers = [email("mobile.test@example.com"), phone("+1234567890")];
+    let end = START + days * 86_400;
+    let mut request = 0u64;
+    let mut next_client = || {
+        request += 1;
+        ClientIp(format!("2001:db8:77:1:{:x}:{:x}::1", request >> 16, request & 0xffff))
+    };
+    let mut step = 0usize;
+    while w.clock.now().0 < end {
+        step += 1;
+        assert!(step < 100_000, "the attack loop must end");
+        let target = &identifiers[step % 2];
+        let wait = match w.send_code_from(target, &next_client()) {
+            Ok(_) => 0,
+            Err(LoginError::Refused(refusal)) => refusal.retry_after(),
+            Err(e) => panic!("{e:?}"),
+        };
+        // Guess on both channels while guesses are allowed (the codes are never the attacker's to read).
+        for id in &identifiers {
+            for _ in 0..3 {
+                match w.verify_from(id, "000000", &next_client()) {
+                    Err(LoginError::InvalidCode { .. }) => {}
+                    Err(LoginError::Refused(_)) => break,
+                    Ok(_) => return w.guesses_evaluated(), // 000000 was the code: the attack won
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+        w.clock.advance(i64::try_from(wait).unwrap().max(60));
+    }
+    w.guesses_evaluated()
+}
+
+#[test]
+fn an_attacker_with_every_resend_both_channels_and_a_whole_64_gets_at_most_30_guesses_in_30_days() {
+    let w = world();
+    let evaluated = attack(&w, 30);
+    assert!(evaluated <= 30, "{evaluated} guesses evaluated");
+    assert_eq!(evaluated, 30, "the attacker reaches the cap, and not one guess more");
+    assert_eq!(w.counter().2, 1, "the account is held for an administrator");
+    assert_eq!(w.send_code(&email("mobile.test@example.com")).unwrap_err(), LoginError::Refused(Refusal::Held));
+}
+
+#[test]
+fn the_cap_follows_the_configured_maximum_up_to_nists_100() {
+    let mut w = world();
+    w.login.policy.max_consecutive_failures = NIST_MAX_CONSECUTIVE_FAILURES;
+    let evaluated = attack(&w, 60);
+    assert_eq!(evaluated, 100, "{evaluated} guesses evaluated in 60 days");
+}
+
+#[test]
+fn failures_are_counted_per_account_so_locking_the_email_also_stops_the_phone() {
+    let w = world();
+    let (by_email, by_phone) = (email("mobile.test@example.com"), phone("+1234567890"));
+    let sms_code = w.send_code(&by_phone).unwrap().unwrap();
+    let email_code = w.send_code(&by_email).unwrap().unwrap();
+    for _ in 0..3 {
+        w.verify(&by_email, &wrong(&email_code)).unwrap_err();
+    }
+    assert_eq!(w.verify(&by_phone, &sms_code).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: 900 }));
+    assert_eq!(w.counter().0, 3, "one count for the account");
+}
+
+#[test]
+fn time_never_resets_the_count_each_lockout_doubles_and_the_thirtieth_failure_holds_the_account() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let mut lockouts = Vec::new();
+    for _ in 0..10 {
+        let code = w.send_code(&id).unwrap().unwrap();
+        let locked = loop {
+            match w.verify(&id, &wrong(&code)) {
+                Err(LoginError::InvalidCode { .. }) => {}
+                Err(LoginError::Refused(refusal)) => break refusal,
+                other => panic!("{other:?}"),
+            }
+        };
+        lockouts.push(locked);
+        if let Refusal::Locked { retry_after } = locked {
+            w.clock.advance(i64::try_from(retry_after).unwrap());
+        }
+    }
+    let minutes = |m: u64| Refusal::Locked { retry_after: m * 60 };
+    assert_eq!(
+        lockouts,
+        [
+            minutes(15),
+            minutes(30),
+            minutes(60),
+            minutes(120),
+            minutes(240),
+            minutes(480),
+            minutes(960),
+            minutes(1440),
+            minutes(1440),
+            Refusal::Held
+        ]
+    );
+    assert_eq!(w.counter(), (30, w.counter().1, 1));
+    w.clock.advance(365 * 86_400);
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Held), "a year later, still held");
+}
+
+#[test]
+fn only_a_successful_login_or_an_unlock_resets_the_count() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    for _ in 0..3 {
+        w.verify(&id, &wrong(&code)).unwrap_err();
+    }
+    w.clock.advance(900);
+    let code = w.send_code(&id).unwrap().unwrap();
+    assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 2 });
+    w.verify(&id, &code).unwrap();
+    assert_eq!(w.counter().0, 0, "a login clears the count");
+
+    w.db.execute("UPDATE guess_counters SET failures = 30, held = 1 WHERE subject = 'user:1'");
+    w.clock.advance(60);
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Held));
+    w.db.execute("INSERT INTO admin_unlocks (identifier) VALUES ('+1234567890')");
+    assert_eq!(w.counter(), (0, 0, 0), "the unlock, by phone, clears the account");
+    let unlocked = w.db.number("SELECT count(*) FROM login_events WHERE event = 'unlocked' AND user_id = 1");
+    assert_eq!(unlocked, 1, "the unlock is audited");
+    assert!(w.send_code(&id).unwrap().is_some());
+}
+
+#[test]
+fn an_unknown_address_is_counted_locked_and_answered_exactly_like_an_account() {
+    let play = |address: &str| {
+        let w = world();
+        let id = email(address);
+        let mut answers = Vec::new();
+        for round in 0..4 {
+            answers.push(format!("{:?}", w.send_code(&id).map(|_| ())));
+            for _ in 0..4 {
+                answers.push(format!("{:?}", w.verify(&id, "000000").map(|_| ())));
+            }
+            w.clock.advance(if round % 2 == 0 { 900 } else { 1800 });
+        }
+        answers
+    };
+    let employee = play("mobile.test@example.com");
+    assert_eq!(play("nobody@example.com"), employee);
+    assert_eq!(play("outsider@example.com"), employee);
+    assert_eq!(play("former@example.com"), employee);
+    assert!(employee.iter().any(|a| a.contains("Locked")), "{employee:?}");
+}
+
+#[test]
+fn every_refusal_leaves_an_audit_row() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    w.send_code(&id).unwrap_err();
+    for _ in 0..3 {
+        w.verify(&id, &wrong(&code)).unwrap_err();
+    }
+    w.verify(&id, &code).unwrap_err();
+    let refused: Vec<String> = w
+        .events
+        .0
+        .borrow()
+        .iter()
+        .filter(|e| e.kind == EventKind::Refused)
+        .map(|e| e.detail.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(refused, ["code request refused: resend cooldown", "guess refused: locked for 900 s"]);
+    assert!(w.events.kinds().contains(&EventKind::LockedOut));
+}
+
+#[test]
+fn refreshing_is_limited_per_client_network() {
+    let mut w = world();
+    w.login.policy.ip_refresh_limit = 3;
+    let mut grant = w.log_in();
+    let from = |host: u32| ClientIp(format!("2001:db8:5:6::{host:x}"));
+    for host in 1..=3 {
+        grant = run(w.login.refresh(&grant.tokens.refresh, &from(host), &device())).unwrap();
+    }
+    let refused = run(w.login.refresh(&grant.tokens.refresh, &from(4), &device())).unwrap_err();
+    assert_eq!(refused, AuthError::Refused(Refusal::TooManyRequests { retry_after: 900 }));
+    assert!(run(w.login.refresh(&grant.tokens.refresh, &ClientIp("2001:db8:5:7::1".into()), &device())).is_ok());
 }
