@@ -319,7 +319,7 @@ fn a_failed_delivery_is_recorded_and_does_not_change_the_answer() {
     assert_eq!(w.send_code(&id).unwrap(), None);
     let failed = w.events.0.borrow().iter().find(|e| e.kind == EventKind::DeliveryFailed).cloned().unwrap();
     assert_eq!(failed.user_id, Some(1));
-    assert!(failed.detail.unwrap().contains("provider down"));
+    assert!(failed.detail.unwrap().contains("is not a valid phone number"));
 }
 
 #[test]
