@@ -419,17 +419,17 @@ function listEvents(args) {
 function failures(args) {
   const [failed, locked] = d1(
     args,
-    "SELECT * FROM failed_attempts_24h ORDER BY wrong_codes + lockouts DESC, last_failure DESC",
-    "SELECT * FROM locked_identifiers ORDER BY locked_until DESC",
+    "SELECT * FROM failed_attempts_24h ORDER BY wrong_codes + lockouts + refusals DESC, last_failure DESC",
+    "SELECT * FROM locked_accounts ORDER BY held_for_admin DESC, locked_until DESC",
   );
   if (args.json) {
-    process.stdout.write(`${JSON.stringify({ failed_attempts_24h: failed, locked_identifiers: locked }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ failed_attempts_24h: failed, locked_accounts: locked }, null, 2)}\n`);
     return;
   }
-  console.log("Wrong codes and lockouts in the last 24 hours:");
-  print(args, failed, ["email", "identifier", "wrong_codes", "lockouts", "last_failure", "ips", "countries"]);
+  console.log("Wrong codes, lockouts and refusals in the last 24 hours:");
+  print(args, failed, ["email", "identifier", "wrong_codes", "lockouts", "refusals", "last_failure", "ips", "countries"]);
   console.log("\nLocked now:");
-  print(args, locked, ["identifier", "email", "failed_attempts", "last_failure", "locked_until"]);
+  print(args, locked, ["email", "identifier", "failures", "held_for_admin", "locked_until", "last_failure"]);
 }
 
 function logins(args) {

@@ -129,7 +129,7 @@ impl Config {
         if production
             && (email_providers.contains(&EmailProvider::Console) || sms_providers.contains(&SmsProvider::Console))
         {
-            return Err(ConfigError("the console provider is refused when ENVIRONMENT is production".into()));
+            return Err(ConfigError("the console provider is refused unless ENVIRONMENT is development".into()));
         }
         let messages = MessageSettings {
             app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
@@ -165,7 +165,7 @@ impl Config {
         };
         // The figures describe the service's storage layout: for local measurement, not for clients.
         if production && storage_metrics {
-            return Err(ConfigError("STORAGE_METRICS is refused when ENVIRONMENT is production".into()));
+            return Err(ConfigError("STORAGE_METRICS is refused unless ENVIRONMENT is development".into()));
         }
 
         let cors =
