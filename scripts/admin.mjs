@@ -31,6 +31,7 @@ Users
                                  change only the fields given
   deactivate --email E           no more logins; records a 'revoked' event if they could log in
   reactivate --email E
+  unlock (--email E | --phone P) clear an account's wrong-code count, lockout and administrator's hold
   list [--group G]               users with their groups and whether they may log in
 
 Groups
@@ -65,6 +66,7 @@ const COMMANDS = {
   },
   deactivate: { values: ["email"], run: (a) => setActive(a, 0) },
   reactivate: { values: ["email"], run: (a) => setActive(a, 1) },
+  unlock: { values: ["email", "phone"], run: unlock },
   list: { values: ["group"], run: listUsers },
   "add-to-group": { values: ["email", "group"], run: (a) => membership(a, 1) },
   "remove-from-group": { values: ["email", "group"], run: (a) => membership(a, 0) },
@@ -264,7 +266,7 @@ function print(args, rows, columns) {
 
 const USER_COLUMNS = [
   "email", "first_name", "last_name", "phone_number", "branch", "designation", "locale", "is_active", "may_log_in",
-  "groups", "last_login",
+  "groups", "last_login", "consecutive_failures", "lock_state",
 ];
 
 function userRow(email) {
@@ -349,6 +351,14 @@ function setActive(args, active) {
   console.log(`admin: ${email} is now ${active ? "active" : "inactive"}`);
   if (before[0]?.may_log_in && !after[0]?.may_log_in) onAccessLost(args, after, "deactivated");
   print(args, after, USER_COLUMNS);
+}
+
+function unlock(args) {
+  if ((args.email === undefined) === (args.phone === undefined)) throw new Error("unlock needs --email or --phone");
+  const { email, phone_number: phone } = checkIdentifiers({ email: args.email, phone: args.phone });
+  const identifier = email ?? phone;
+  d1(args, `INSERT INTO admin_unlocks (identifier) VALUES (${sql(identifier)})`);
+  console.log(`admin: ${identifier} unlocked`);
 }
 
 function membership(args, member) {

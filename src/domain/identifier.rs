@@ -63,19 +63,22 @@ impl Identifier {
                 text.replace(full, &masked).replace(&full[1..], &masked)
             }
             Identifier::Email(email) => {
-                let needle = email.as_str();
-                let lower = text.to_lowercase();
-                if lower.len() != text.len() {
-                    return text.replace(needle, &masked);
-                }
+                // Addresses are stored lower-case; a provider may echo them in any ASCII case.
+                let needle = email.as_str().as_bytes();
+                let bytes = text.as_bytes();
                 let mut out = String::with_capacity(text.len());
-                let mut rest = 0;
-                for (at, _) in lower.match_indices(needle) {
-                    out.push_str(&text[rest..at]);
-                    out.push_str(&masked);
-                    rest = at + needle.len();
+                let (mut at, mut copied) = (0, 0);
+                while at + needle.len() <= bytes.len() {
+                    if bytes[at..at + needle.len()].eq_ignore_ascii_case(needle) {
+                        out.push_str(&text[copied..at]);
+                        out.push_str(&masked);
+                        at += needle.len();
+                        copied = at;
+                    } else {
+                        at += 1;
+                    }
                 }
-                out.push_str(&text[rest..]);
+                out.push_str(&text[copied..]);
                 out
             }
         }

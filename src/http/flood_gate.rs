@@ -6,7 +6,6 @@
 //! request is admitted (fail open): correctness never depends on it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use worker::Env;
 
@@ -17,11 +16,11 @@ use crate::login::ClientIp;
 pub const PERIOD_SECONDS: u64 = 60;
 
 /// The most client networks one isolate remembers for sampling its audit rows.
-const REMEMBERED_NETWORKS: usize = 1024;
+const REMEMBERED_NETWORKS: usize = 256;
 
 thread_local! {
-    /// The minute each client network was last refused in, per isolate.
-    static LAST_REFUSED: RefCell<HashMap<String, i64>> = RefCell::new(HashMap::new());
+    /// The client networks refused in the current minute, per isolate, and that minute.
+    static REFUSED_THIS_MINUTE: RefCell<(i64, Vec<String>)> = const { RefCell::new((0, Vec::new())) };
 }
 
 /// Whether the binding lets this client's request through (true when there is no binding or it fails).
@@ -40,11 +39,16 @@ pub async fn admits(env: &Env, client: &ClientIp) -> bool {
 /// flood shows in the failure views without writing a D1 row for every request the gate turns away.
 pub fn first_refusal_this_minute(client: &ClientIp, now: UnixTime) -> bool {
     let minute = now.0.div_euclid(60);
-    LAST_REFUSED.with(|seen| {
-        let mut seen = seen.borrow_mut();
-        if seen.len() >= REMEMBERED_NETWORKS {
-            seen.clear();
+    let network = client.network();
+    REFUSED_THIS_MINUTE.with(|refused| {
+        let mut refused = refused.borrow_mut();
+        if refused.0 != minute || refused.1.len() >= REMEMBERED_NETWORKS {
+            *refused = (minute, Vec::new());
         }
-        seen.insert(client.network(), minute) != Some(minute)
+        if refused.1.contains(&network) {
+            return false;
+        }
+        refused.1.push(network);
+        true
     })
 }

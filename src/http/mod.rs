@@ -232,7 +232,14 @@ async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter
             let body = body::json_object(req).await?;
             let identifier = body::identifier(&body, &config.phone_calling_codes)?;
             let locale = body::locale(&body)?;
-            let pending = login.request_code(identifier, &client).await?.in_locale(locale);
+            let pending = match login.request_code(identifier, &client).await {
+                Ok(pending) => pending.in_locale(locale),
+                Err(refused) => {
+                    // The refusal's audit row goes out after the answer, like every other event.
+                    after_later(ctx, login, meter, route);
+                    return Err(refused.into());
+                }
+            };
             let answer = code_requested(&pending, config);
             ctx.wait_until(async move {
                 if let Err(e) = login.deliver_code(&pending).await {
