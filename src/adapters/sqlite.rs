@@ -71,7 +71,7 @@ impl Sqlite {
     fn run(conn: &Connection, statement: &Statement) -> Result<(Vec<Map<String, Value>>, usize), StoreError> {
         let mut prepared = conn.prepare(&statement.sql).map_err(store_error)?;
         let writes = !prepared.readonly();
-        let names: Vec<String> = prepared.column_names().into_iter().map(str::to_owned).collect();
+        let names: Vec<String> = prepared.column_names().map(str::to_owned).collect();
         let params = rusqlite::params_from_iter(statement.params.iter());
         let mut rows = prepared.query(params).map_err(store_error)?;
         let mut out = Vec::new();
