@@ -1,4 +1,4 @@
-//! The service's settings, read from vars and secrets (SPEC §3, README "Configuration").
+//! The service's settings, read from vars and secrets (README "Configuration").
 
 use std::rc::Rc;
 

@@ -15,7 +15,7 @@ import { startMockProviders } from "./support/mock-providers.mjs";
 import { formatStorageTable, kvOps, loginFlowTotals, measureLogin } from "./support/storage.mjs";
 import { ROOT, SEED, ensureBuilt, startWorker } from "./support/worker.mjs";
 
-/** The budgets. */
+/** The budgets this service holds itself to. */
 export const BUDGET = Object.freeze({
   // "bundle <= 200 KB gzip": KB taken as 1000 bytes, the stricter reading (wrangler prints KiB).
   gzipBytes: 200 * 1000,
