@@ -354,9 +354,9 @@ function setActive(args, active) {
 }
 
 function unlock(args) {
-  if ((args.email === undefined) === (args.phone === undefined)) throw new Error("unlock needs --email or --phone");
-  const { email, phone_number: phone } = checkIdentifiers({ email: args.email, phone: args.phone });
-  const identifier = email ?? phone;
+  if ((args.email == null) === (args.phone == null)) throw new AdminError("unlock needs --email or --phone");
+  const checked = checkIdentifiers(args.email != null ? { email: args.email } : { phone: args.phone });
+  const identifier = checked.email ?? checked.phone_number;
   d1(args, `INSERT INTO admin_unlocks (identifier) VALUES (${sql(identifier)})`);
   console.log(`admin: ${identifier} unlocked`);
 }
