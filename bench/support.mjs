@@ -41,6 +41,7 @@ export function serviceVars(mock, extra = {}) {
     OTP_MAX_SENDS_PER_HOUR: "100",
     RATE_LIMIT_IP_SENDS: "1000000",
     RATE_LIMIT_IP_VERIFIES: "1000000",
+    RATE_LIMIT_IP_REFRESHES: "1000000",
     ...extra,
   };
 }

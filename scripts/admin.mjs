@@ -33,6 +33,7 @@ Users
   deactivate --email E           no more logins; records a 'revoked' event if they could log in
   reactivate --email E
   delete-user --email E          deactivates, ends every session, then deletes the user (audit rows stay)
+  unlock (--email E | --phone P) clear an account's wrong-code count, lockout and administrator's hold
   list [--group G]               users with their groups and whether they may log in
 
 Bulk
@@ -76,6 +77,7 @@ const COMMANDS = {
   "delete-user": { values: ["email"], run: deleteUser },
   import: { file: true, flags: ["dry-run"], run: importUsers },
   export: { file: true, optionalFile: true, run: exportUsers },
+  unlock: { values: ["email", "phone"], run: unlock },
   list: { values: ["group"], run: listUsers },
   "add-to-group": { values: ["email", "group"], run: (a) => membership(a, 1) },
   "remove-from-group": { values: ["email", "group"], run: (a) => membership(a, 0) },
@@ -270,7 +272,7 @@ function print(args, rows, columns) {
 
 const USER_COLUMNS = [
   "email", "first_name", "last_name", "phone_number", "branch", "designation", "locale", "is_active", "may_log_in",
-  "groups", "last_login",
+  "groups", "last_login", "consecutive_failures", "lock_state",
 ];
 
 function userRow(email) {
@@ -357,6 +359,15 @@ function setActive(args, active) {
   print(args, after, USER_COLUMNS);
 }
 
+function unlock(args) {
+  const [email, phone] = [args.values.get("email"), args.values.get("phone")];
+  if ((email === undefined) === (phone === undefined)) throw new UsageError("unlock needs --email or --phone");
+  const checked = checkIdentifiers(email !== undefined ? { email } : { phone });
+  const identifier = checked.email ?? checked.phone_number;
+  d1(args, `INSERT INTO admin_unlocks (identifier) VALUES (${sql(identifier)})`);
+  console.log(`admin: ${identifier} unlocked`);
+}
+
 function membership(args, member) {
   const { email } = checkIdentifiers({ email: required(args, "email") });
   const group = groupName(args);
@@ -425,17 +436,17 @@ function listEvents(args) {
 function failures(args) {
   const [failed, locked] = d1(
     args,
-    "SELECT * FROM failed_attempts_24h ORDER BY wrong_codes + lockouts DESC, last_failure DESC",
-    "SELECT * FROM locked_identifiers ORDER BY locked_until DESC",
+    "SELECT * FROM failed_attempts_24h ORDER BY wrong_codes + lockouts + refusals DESC, last_failure DESC",
+    "SELECT * FROM locked_accounts ORDER BY held_for_admin DESC, locked_until DESC",
   );
   if (args.json) {
-    process.stdout.write(`${JSON.stringify({ failed_attempts_24h: failed, locked_identifiers: locked }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ failed_attempts_24h: failed, locked_accounts: locked }, null, 2)}\n`);
     return;
   }
-  console.log("Wrong codes and lockouts in the last 24 hours:");
-  print(args, failed, ["email", "identifier", "wrong_codes", "lockouts", "last_failure", "ips", "countries"]);
+  console.log("Wrong codes, lockouts and refusals in the last 24 hours:");
+  print(args, failed, ["email", "identifier", "wrong_codes", "lockouts", "refusals", "last_failure", "ips", "countries"]);
   console.log("\nLocked now:");
-  print(args, locked, ["identifier", "email", "failed_attempts", "last_failure", "locked_until"]);
+  print(args, locked, ["email", "identifier", "failures", "held_for_admin", "locked_until", "last_failure"]);
 }
 
 function logins(args) {

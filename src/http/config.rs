@@ -1,4 +1,4 @@
-//! The service's settings, read from vars and secrets (SPEC §3, README "Configuration").
+//! The service's settings, read from vars and secrets (README "Configuration").
 
 use std::rc::Rc;
 
@@ -7,7 +7,7 @@ use worker::Env;
 use crate::adapters::delivery::{provider_list, setting, EmailProvider, SmsProvider};
 use crate::adapters::runtime::WorkerClock;
 use crate::domain::CodeHasher;
-use crate::login::{Clock, MessageSettings, Policy, TestLoginRules, TestLogins};
+use crate::login::{Clock, MessageSettings, Policy, TestLoginRules, TestLogins, NIST_MAX_CONSECUTIVE_FAILURES};
 
 use super::cors::Cors;
 use super::gateway::Gateway;
@@ -60,6 +60,13 @@ fn number(env: &Env, name: &str, default: i64, range: std::ops::RangeInclusive<i
     }
 }
 
+/// Only the exact value `development` turns on development conveniences (console delivery, `*` CORS, storage
+/// metrics, test identifiers without an opt-in); anything else — unset, `prod`, `staging`, a typo, trailing
+/// spaces — is production.
+fn is_development(environment: Option<&str>) -> bool {
+    environment == Some("development")
+}
+
 fn count(env: &Env, name: &str, default: u32, max: u32) -> Result<u32, ConfigError> {
     let value = number(env, name, default.into(), 1..=max.into())?;
     u32::try_from(value).map_err(|_| ConfigError(format!("{name} is out of range")))
@@ -84,17 +91,24 @@ impl Config {
     }
 
     fn from_env(env: &Env) -> Result<Config, ConfigError> {
-        let production = setting(env, "ENVIRONMENT").is_none_or(|e| e.eq_ignore_ascii_case("production"));
+        let production = !is_development(setting(env, "ENVIRONMENT").as_deref());
         let defaults = Policy::default();
         let policy = Policy {
             code_ttl_seconds: 60 * number(env, "OTP_TTL_MINUTES", 10, 1..=60)?,
             max_failed_attempts: count(env, "OTP_MAX_ATTEMPTS", defaults.max_failed_attempts, 10)?,
             lockout_seconds: 60 * number(env, "OTP_LOCKOUT_MINUTES", 15, 1..=24 * 60)?,
+            max_consecutive_failures: count(
+                env,
+                "OTP_MAX_CONSECUTIVE_FAILURES",
+                defaults.max_consecutive_failures,
+                NIST_MAX_CONSECUTIVE_FAILURES,
+            )?,
             resend_cooldown_seconds: number(env, "OTP_RESEND_COOLDOWN_SECONDS", 60, 1..=3600)?,
             max_sends_per_hour: count(env, "OTP_MAX_SENDS_PER_HOUR", defaults.max_sends_per_hour, 100)?,
             ip_window_seconds: number(env, "RATE_LIMIT_WINDOW_SECONDS", 900, 1..=86_400)?,
             ip_send_limit: count(env, "RATE_LIMIT_IP_SENDS", defaults.ip_send_limit, 1_000_000)?,
             ip_verify_limit: count(env, "RATE_LIMIT_IP_VERIFIES", defaults.ip_verify_limit, 1_000_000)?,
+            ip_refresh_limit: count(env, "RATE_LIMIT_IP_REFRESHES", defaults.ip_refresh_limit, 1_000_000)?,
             access_ttl_seconds: number(env, "ACCESS_TOKEN_TTL_SECONDS", 900, 60..=86_400)?,
             refresh_ttl_seconds: 86_400 * number(env, "TOKEN_TTL_DAYS", 30, 1..=365)?,
             sms_daily_cap: count(env, "SMS_DAILY_CAP", defaults.sms_daily_cap, 10_000_000)?,
@@ -118,7 +132,7 @@ impl Config {
         if production
             && (email_providers.contains(&EmailProvider::Console) || sms_providers.contains(&SmsProvider::Console))
         {
-            return Err(ConfigError("the console provider is refused when ENVIRONMENT is production".into()));
+            return Err(ConfigError("the console provider is refused unless ENVIRONMENT is development".into()));
         }
         let messages = MessageSettings {
             app_name: setting(env, "APP_NAME").unwrap_or_else(|| "CRM".into()),
@@ -154,7 +168,7 @@ impl Config {
         };
         // The figures describe the service's storage layout: for local measurement, not for clients.
         if production && storage_metrics {
-            return Err(ConfigError("STORAGE_METRICS is refused when ENVIRONMENT is production".into()));
+            return Err(ConfigError("STORAGE_METRICS is refused unless ENVIRONMENT is development".into()));
         }
 
         let cors =
@@ -197,5 +211,28 @@ impl Config {
             sms_providers,
             test_logins,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_development;
+
+    #[test]
+    fn only_the_exact_word_development_is_not_production() {
+        assert!(is_development(Some("development")));
+        for value in [
+            None,
+            Some("production"),
+            Some("prod"),
+            Some("staging"),
+            Some("Development"),
+            Some("development "),
+            Some(" development"),
+            Some("developmnet"),
+            Some(""),
+        ] {
+            assert!(!is_development(value), "{value:?}");
+        }
     }
 }

@@ -17,7 +17,7 @@ impl Cors {
             list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
         let any = origins.iter().any(|o| o == "*");
         if any && production {
-            return Err("CORS_ALLOWED_ORIGINS may not be * when ENVIRONMENT is production".into());
+            return Err("CORS_ALLOWED_ORIGINS may not be * unless ENVIRONMENT is development".into());
         }
         if let Some(bad) = origins.iter().find(|o| *o != "*" && !o.starts_with("https://") && !o.starts_with("http://"))
         {

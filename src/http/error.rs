@@ -36,8 +36,11 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     /// 429: a code was sent to this identifier moments ago.
     ResendCooldown { retry_after: u64 },
-    /// 429: too many wrong codes for this identifier.
+    /// 429: too many wrong codes in a row for this account; the lockout ends after `retry_after`.
     OtpLocked { retry_after: u64 },
+    /// 429: so many wrong codes in a row that only an administrator can unlock the account; `Retry-After` says a
+    /// day, the longest any lockout lasts.
+    AccountLocked,
     /// 500: a fault in this service; the cause is logged where it is created, never sent.
     Internal,
     /// 502: gateway mode could not reach the origin (`ORIGIN_URL`); the cause is logged.
@@ -58,7 +61,10 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::PayloadTooLarge => 413,
             ApiError::UnsupportedMediaType => 415,
-            ApiError::RateLimited { .. } | ApiError::ResendCooldown { .. } | ApiError::OtpLocked { .. } => 429,
+            ApiError::RateLimited { .. }
+            | ApiError::ResendCooldown { .. }
+            | ApiError::OtpLocked { .. }
+            | ApiError::AccountLocked => 429,
             ApiError::Internal => 500,
             ApiError::OriginUnavailable => 502,
         }
@@ -81,6 +87,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::ResendCooldown { .. } => "resend_cooldown",
             ApiError::OtpLocked { .. } => "otp_locked",
+            ApiError::AccountLocked => "account_locked",
             ApiError::Internal => "internal_error",
             ApiError::OriginUnavailable => "origin_unavailable",
         }
@@ -121,6 +128,7 @@ impl ApiError {
             ApiError::OtpLocked { retry_after } => {
                 format!("Too many wrong codes. Try again in {} minutes.", retry_after.div_ceil(60))
             }
+            ApiError::AccountLocked => "Too many wrong codes. Ask your administrator to unlock your account.".into(),
             ApiError::Internal => "Something went wrong on our side. Please try again.".into(),
             ApiError::OriginUnavailable => "The service behind this gateway did not answer. Please try again.".into(),
         }
@@ -131,6 +139,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after }
             | ApiError::ResendCooldown { retry_after }
             | ApiError::OtpLocked { retry_after } => Some(*retry_after),
+            ApiError::AccountLocked => Some(Refusal::Held.retry_after()),
             _ => None,
         }
     }
@@ -143,7 +152,7 @@ impl ApiError {
         if let ApiError::OtpInvalid { attempts_remaining } = self {
             error.insert("attempts_remaining".into(), (*attempts_remaining).into());
         }
-        if let ApiError::OtpLocked { .. } = self {
+        if let ApiError::OtpLocked { .. } | ApiError::AccountLocked = self {
             error.insert("attempts_remaining".into(), 0.into());
         }
         if let Some(seconds) = self.retry_after() {
@@ -176,6 +185,7 @@ impl From<Refusal> for ApiError {
             Refusal::TooManyRequests { .. } | Refusal::HourlyCap { .. } => ApiError::RateLimited { retry_after },
             Refusal::Cooldown { .. } => ApiError::ResendCooldown { retry_after },
             Refusal::Locked { .. } => ApiError::OtpLocked { retry_after },
+            Refusal::Held => ApiError::AccountLocked,
         }
     }
 }
@@ -199,6 +209,7 @@ impl From<AuthError> for ApiError {
         match error {
             AuthError::Missing => ApiError::NotAuthenticated,
             AuthError::Invalid => ApiError::InvalidToken,
+            AuthError::Refused(refusal) => refusal.into(),
             AuthError::Internal(e) => internal(e),
         }
     }

@@ -5,6 +5,7 @@ mod body;
 mod config;
 mod cors;
 mod error;
+mod flood_gate;
 mod gateway;
 mod incoming;
 #[cfg(test)]
@@ -14,19 +15,23 @@ mod scim;
 use serde_json::{json, Value};
 use worker::{event, web_sys, Context, Env, ScheduleContext, ScheduledEvent};
 
-use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
+use crate::adapters::d1::{D1Binding, DeferredEvents, RequestOrigin, D1};
 use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
 use crate::adapters::meter::Meter;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
-use crate::login::{Authenticated, ClientIp, Clock, Device, Login, LoginGrant, PendingCode, SessionInfo};
+use crate::login::{
+    Authenticated, ClientIp, Clock, Device, EventKind, EventLog, Login, LoginEvent, LoginGrant, PendingCode,
+    SessionInfo,
+};
 use answer::Answer;
 use config::Config;
 use error::ApiError;
 use incoming::Incoming;
 
-type EdgeLogin = Login<D1, Kv, Kv, D1, Delivery, WorkerClock, CryptoRandom, DeferredEvents>;
+type Db = D1<D1Binding>;
+type EdgeLogin = Login<Db, Kv, Kv, Db, Delivery, WorkerClock, CryptoRandom, DeferredEvents<D1Binding>>;
 
 /// The API's routes, matched with or without the trailing slash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +91,12 @@ impl Route {
         }
     }
 
+    /// Whether the route accepts a code or a refresh token from a client that holds no session: the routes an
+    /// attacker can call at will, counted per client network before they reach D1.
+    fn takes_a_secret_without_a_session(self) -> bool {
+        matches!(self, Route::GenerateOtp | Route::ResendOtp | Route::VerifyOtp | Route::Refresh)
+    }
+
     /// Whether the route writes audit events (after the answer). me/ and sessions/ only read.
     fn records_events(self) -> bool {
         !matches!(self, Route::Me | Route::Sessions)
@@ -116,7 +127,7 @@ fn start() {
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let purged = async {
         let config = Config::load(&env).map_err(|e| e.to_string())?;
-        let db = D1::new(env.d1("DB").map_err(|e| e.to_string())?, Meter::new(false));
+        let db = D1::new(D1Binding::new(env.d1("DB").map_err(|e| e.to_string())?, Meter::new(false)));
         let (events, sessions) = (config.event_retention_seconds, config.session_retention_seconds);
         db.purge(WorkerClock.now(), &config.policy, events, sessions).await.map_err(|e| e.0)
     };
@@ -207,12 +218,32 @@ async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter
     let origin = if route.records_events() { request_origin(req, &client) } else { RequestOrigin::default() };
     let login = edge_login(env, config, origin, meter)?;
     let meter = meter.clone();
+    if route.takes_a_secret_without_a_session() && !flood_gate::admits(env, &client).await {
+        if flood_gate::first_refusal_this_minute(&client, login.clock.now()) {
+            login.events.record(LoginEvent {
+                kind: EventKind::Refused,
+                at: login.clock.now(),
+                user_id: None,
+                identifier: None,
+                detail: Some(format!("{} refused: client over the edge rate limit", route.name())),
+            });
+            after_later(ctx, login, meter, route);
+        }
+        return Err(ApiError::RateLimited { retry_after: flood_gate::PERIOD_SECONDS });
+    }
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
             let body = body::json_object(req).await?;
             let identifier = body::identifier(&body, &config.phone_calling_codes)?;
             let locale = body::locale(&body)?;
-            let pending = login.request_code(identifier, &client).await?.in_locale(locale);
+            let pending = match login.request_code(identifier, &client).await {
+                Ok(pending) => pending.in_locale(locale),
+                Err(refused) => {
+                    // The refusal's audit row goes out after the answer, like every other event.
+                    after_later(ctx, login, meter, route);
+                    return Err(refused.into());
+                }
+            };
             let answer = code_requested(&pending, config);
             ctx.wait_until(async move {
                 if let Err(e) = login.deliver_code(&pending).await {
@@ -233,7 +264,7 @@ async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter
         Route::Refresh => {
             let body = body::json_object(req).await?;
             let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
-            let outcome = login.refresh(&presented, &device(req, &client)).await;
+            let outcome = login.refresh(&presented, &client, &device(req, &client)).await;
             after_later(ctx, login, meter, route);
             Ok(Reply::Own(granted("Token refreshed", &outcome?)))
         }
@@ -335,7 +366,8 @@ fn request_origin(req: &Incoming, client: &ClientIp) -> RequestOrigin {
 }
 
 fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) -> Result<EdgeLogin, ApiError> {
-    let db = D1::new(env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?, meter.clone());
+    let binding = env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?;
+    let db = D1::new(D1Binding::new(binding, meter.clone()));
     let kv = Kv::new(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?, meter.clone());
     Ok(Login {
         challenges: db.clone(),

@@ -1,16 +1,19 @@
-use super::ports::{ChallengeState, WindowCounter};
+use super::ports::{ChallengeState, GuessCounter, WindowCounter};
 use crate::domain::UnixTime;
 
-/// The limits of SPEC §2, all configurable. The D1 adapter's SQL enforces the same rules atomically; these
-/// functions explain a refusal (which limit, how long to wait) and drive the in-memory fake.
+/// The login limits, all configurable. The D1 adapter's SQL enforces them atomically; these functions explain a
+/// refusal from the state read in the deciding batch (which limit, how long to wait).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// How long a code is valid.
     pub code_ttl_seconds: i64,
-    /// Wrong guesses allowed before the identifier is locked; a new code does not reset the count.
+    /// Wrong guesses a code allows, and the run of consecutive failures that locks an account (or an identifier
+    /// that belongs to none); a new code does not reset the account's count.
     pub max_failed_attempts: u32,
-    /// How long a lockout lasts, and how long a wrong guess is remembered.
+    /// How long the first lockout lasts; each consecutive one lasts twice as long as the one before, at most a day.
     pub lockout_seconds: i64,
+    /// Consecutive failures after which the account stays locked until an administrator unlocks it (at most 100).
+    pub max_consecutive_failures: u32,
     /// Minimum time between two codes for one identifier.
     pub resend_cooldown_seconds: i64,
     /// Codes one identifier may be sent per hour.
@@ -21,6 +24,8 @@ pub struct Policy {
     pub ip_send_limit: u32,
     /// Verification attempts one IP may make per window.
     pub ip_verify_limit: u32,
+    /// Refresh-token exchanges one IP may make per window.
+    pub ip_refresh_limit: u32,
     /// How long an access token lives: the bound on how long a change made to a user by raw SQL (deactivation,
     /// group removal) takes to reach every token, since access tokens carry a snapshot of the user.
     pub access_ttl_seconds: i64,
@@ -35,17 +40,25 @@ pub struct Policy {
 /// Length of the per-identifier send-cap window.
 pub const HOUR: i64 = 3600;
 
+/// The longest lockout, and what `Retry-After` says of an account held for an administrator.
+pub const DAY: i64 = 86_400;
+
+/// The ceiling on consecutive failures NIST SP 800-63B-4 allows a verifier.
+pub const NIST_MAX_CONSECUTIVE_FAILURES: u32 = 100;
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             code_ttl_seconds: 600,
             max_failed_attempts: 3,
             lockout_seconds: 900,
+            max_consecutive_failures: 30,
             resend_cooldown_seconds: 60,
             max_sends_per_hour: 5,
             ip_window_seconds: 900,
             ip_send_limit: 20,
             ip_verify_limit: 60,
+            ip_refresh_limit: 60,
             access_ttl_seconds: 15 * 60,
             refresh_ttl_seconds: 30 * 24 * HOUR,
             sms_daily_cap: 500,
@@ -62,17 +75,32 @@ pub enum Refusal {
     Cooldown { retry_after: u64 },
     /// This identifier has been sent its hourly allowance of codes.
     HourlyCap { retry_after: u64 },
-    /// Too many wrong guesses for this identifier.
+    /// Too many wrong guesses for this account (or identifier) in a row; the lockout ends after `retry_after`.
     Locked { retry_after: u64 },
+    /// So many consecutive wrong guesses that only an administrator's unlock lets the account log in again.
+    Held,
 }
 
 impl Refusal {
+    /// The refusal as the audit trail records it, e.g. `guess refused: locked for 900 s`.
+    pub fn describe(self, what: &str) -> String {
+        let why = match self {
+            Refusal::TooManyRequests { .. } => "client over its rate limit".to_owned(),
+            Refusal::Cooldown { .. } => "resend cooldown".to_owned(),
+            Refusal::HourlyCap { .. } => "hourly send cap".to_owned(),
+            Refusal::Locked { retry_after } => format!("locked for {retry_after} s"),
+            Refusal::Held => "locked until an administrator unlocks it".to_owned(),
+        };
+        format!("{what} refused: {why}")
+    }
+
     pub fn retry_after(self) -> u64 {
         match self {
             Refusal::TooManyRequests { retry_after }
             | Refusal::Cooldown { retry_after }
             | Refusal::HourlyCap { retry_after }
             | Refusal::Locked { retry_after } => retry_after.max(1),
+            Refusal::Held => DAY as u64,
         }
     }
 }
@@ -85,32 +113,33 @@ impl Policy {
         })
     }
 
-    /// Wrong guesses that still count at `now`: they are forgotten once the lockout period has passed since the last.
-    pub fn live_failures(&self, state: &ChallengeState, now: UnixTime) -> u32 {
-        match state.last_failed_at {
-            Some(at) if at.plus(self.lockout_seconds) > now => state.failed_attempts,
-            _ => 0,
+    /// The lockout in force for a subject, if any.
+    pub fn lock_refusal(&self, counter: &GuessCounter, now: UnixTime) -> Option<Refusal> {
+        if counter.held {
+            return Some(Refusal::Held);
         }
+        (counter.locked_until > now).then(|| Refusal::Locked { retry_after: now.seconds_until(counter.locked_until) })
     }
 
-    pub fn attempts_remaining(&self, state: Option<&ChallengeState>, now: UnixTime) -> u32 {
-        let failures = state.map_or(0, |s| self.live_failures(s, now));
-        self.max_failed_attempts.saturating_sub(failures)
+    /// Guesses left before the code dies, the subject is locked, or it is held, whichever comes first.
+    pub fn attempts_remaining(&self, counter: &GuessCounter, code_failures: u32) -> u32 {
+        let per_code = self.max_failed_attempts.saturating_sub(code_failures);
+        let before_lockout = self.max_failed_attempts - counter.failures % self.max_failed_attempts.max(1);
+        let before_hold = self.max_consecutive_failures.saturating_sub(counter.failures);
+        per_code.min(before_lockout).min(before_hold)
     }
 
-    /// The lockout in force for this identifier, if any.
-    pub fn lock_refusal(&self, state: &ChallengeState, now: UnixTime) -> Option<Refusal> {
-        let locked = self.live_failures(state, now) >= self.max_failed_attempts;
-        locked.then(|| Refusal::Locked {
-            retry_after: state.last_failed_at.map_or(0, |at| now.seconds_until(at.plus(self.lockout_seconds))),
-        })
-    }
-
-    /// Why a new code may not be issued for this identifier now, checked in this order: lockout, cooldown, hourly cap.
-    pub fn send_refusal(&self, state: &ChallengeState, now: UnixTime) -> Option<Refusal> {
-        if let Some(locked) = self.lock_refusal(state, now) {
+    /// Why a new code may not be issued now, checked in this order: lockout, cooldown, hourly cap.
+    pub fn send_refusal(
+        &self,
+        counter: &GuessCounter,
+        challenge: Option<&ChallengeState>,
+        now: UnixTime,
+    ) -> Option<Refusal> {
+        if let Some(locked) = self.lock_refusal(counter, now) {
             return Some(locked);
         }
+        let state = challenge?;
         let cooldown_ends = state.issued_at.plus(self.resend_cooldown_seconds);
         if cooldown_ends > now {
             return Some(Refusal::Cooldown { retry_after: now.seconds_until(cooldown_ends) });

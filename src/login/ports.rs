@@ -31,17 +31,29 @@ pub struct WindowCounter {
     pub window_started_at: UnixTime,
 }
 
-/// The exact, strongly consistent state kept per identifier.
+/// The exact, strongly consistent state of an identifier's current code and of its sending window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChallengeState {
     pub challenge_id: ChallengeId,
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
     pub consumed_at: Option<UnixTime>,
+    /// Guesses made against this code (a new code starts at 0; the account's count is in [`GuessCounter`]).
     pub failed_attempts: u32,
-    pub last_failed_at: Option<UnixTime>,
     pub window_started_at: UnixTime,
     pub sends_in_window: u32,
+}
+
+/// The failure count of a subject: an account (shared by all its identifiers and codes), or an identifier that
+/// belongs to no account. Only a successful login or an administrator's unlock resets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessCounter {
+    /// Consecutive wrong guesses.
+    pub failures: u32,
+    /// The end of the lockout in force, or a past time.
+    pub locked_until: UnixTime,
+    /// Locked until an administrator unlocks it.
+    pub held: bool,
 }
 
 /// The answer to a request for a new code.
@@ -59,10 +71,12 @@ pub enum Opening {
 /// The answer to a request to check one guess.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
-    /// One guess may be evaluated; it already counts as failed (`failed_attempts` includes it) until redeemed.
+    /// One guess may be evaluated; it already counts as failed (both counts include it) until redeemed, and
+    /// `counter` is the subject's state with it counted (possibly locked by it).
     Reserved {
         challenge_id: ChallengeId,
-        failed_attempts: u32,
+        code_failures: u32,
+        counter: GuessCounter,
     },
     /// There is no live, unused code for this identifier.
     NoActiveCode {
@@ -95,10 +109,12 @@ pub trait Challenges {
         policy: &Policy,
     ) -> Result<Opening, StoreError>;
 
-    /// Counts the request against the client's verify limit and reserves one guess on the live code.
+    /// Counts the request against the client's verify limit and reserves one guess on the live code, counting it
+    /// as a failure of the identifier's subject until it is redeemed. `nonce` is unique to this request.
     async fn reserve_attempt(
         &self,
         identifier: &Identifier,
+        nonce: &ChallengeId,
         client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
@@ -107,7 +123,7 @@ pub trait Challenges {
     /// Takes one of today's (UTC) SMS slots; `false` when `cap` were already taken.
     async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError>;
 
-    /// Marks the code consumed and clears the failure count, if nobody did first; loads the account in the same step
+    /// Marks the code consumed and, if a session starts, clears the subject's failure count, if nobody did first; loads the account in the same step
     /// and, in that same atomic step, starts the session `start` if (and only if) this call consumed the code and the
     /// account may log in.
     async fn redeem(
@@ -184,6 +200,8 @@ pub enum Rotation {
     AccessLost { session_id: i64, user_id: i64, access: TokenDigest },
     /// Unknown, expired or revoked.
     Invalid,
+    /// The client is over its refresh limit; nothing was decided.
+    Refused(Refusal),
 }
 
 /// A session that was ended, with its access token to delete from KV.
@@ -215,9 +233,17 @@ pub enum Scope {
 /// The strongly consistent record of sessions (D1). Each method is one atomic step: a refresh token is rotated by
 /// at most one request, however many race, and a rotated-out token revokes its session.
 pub trait Sessions {
-    /// Rotates `refresh` to `next` if it is the session's current token, the session is live and the account may
-    /// still log in; revokes the session if `refresh` was rotated out before.
-    async fn rotate(&self, refresh: &TokenDigest, next: &NewSession, now: UnixTime) -> Result<Rotation, StoreError>;
+    /// Counts the request against the client's refresh limit; within it, rotates `refresh` to `next` if it is the
+    /// session's current token, the session is live and the account may still log in, and revokes the session if
+    /// `refresh` was rotated out before.
+    async fn rotate(
+        &self,
+        refresh: &TokenDigest,
+        next: &NewSession,
+        client: &ClientIp,
+        now: UnixTime,
+        policy: &Policy,
+    ) -> Result<Rotation, StoreError>;
     /// Ends the user's live sessions in `scope`; returns those this call ended.
     async fn revoke(&self, user_id: i64, scope: Scope, now: UnixTime, reason: &str)
         -> Result<Vec<Revoked>, StoreError>;
@@ -238,7 +264,7 @@ pub trait Notifier {
     async fn send(&self, message: &Message) -> DeliveryReport;
 }
 
-/// The audit trail's event types (SPEC §4), named as stored; `migrations/0002_event_vocabulary.sql` explains each.
+/// The audit trail's event types, named as stored; `migrations/0006_guess_limits.sql` explains each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     CodeRequested,
@@ -251,6 +277,8 @@ pub enum EventKind {
     RefreshReused,
     Logout,
     Revoked,
+    Refused,
+    Unlocked,
 }
 
 impl EventKind {
@@ -266,6 +294,8 @@ impl EventKind {
             EventKind::RefreshReused => "refresh_reused",
             EventKind::Logout => "logout",
             EventKind::Revoked => "revoked",
+            EventKind::Refused => "refused",
+            EventKind::Unlocked => "unlocked",
         }
     }
 }

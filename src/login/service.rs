@@ -66,6 +66,8 @@ pub enum AuthError {
     Missing,
     /// A token that is malformed, expired, logged out, or whose user may no longer log in.
     Invalid,
+    /// The client is over its limit for presenting refresh tokens.
+    Refused(Refusal),
     Internal(InternalError),
 }
 
@@ -159,7 +161,10 @@ where
                 locale: None,
                 account,
             }),
-            Opening::Refused(refusal) => Err(LoginError::Refused(refusal)),
+            Opening::Refused(refusal) => {
+                self.record(EventKind::Refused, None, Some(&identifier), Some(refusal.describe("code request")));
+                Err(LoginError::Refused(refusal))
+            }
         }
     }
 
@@ -210,7 +215,8 @@ where
         let message = Message::one_time_code(&self.messages, identifier, &code, ttl_minutes, language);
         let report = self.notifier.send(&message).await;
         for failure in report.failures {
-            let detail = format!("{}: {}", failure.provider, failure.reason);
+            // Providers echo the recipient in their errors (Twilio's do); the audit trail keeps only the masked form.
+            let detail = format!("{}: {}", failure.provider, identifier.scrub(&failure.reason));
             self.record(EventKind::DeliveryFailed, user_id, Some(identifier), Some(detail));
         }
         if let Some(provider) = report.delivered_by {
@@ -219,8 +225,9 @@ where
         Ok(())
     }
 
-    /// Checks one guess. At most `max_failed_attempts` guesses are ever evaluated per identifier between
-    /// successes, and a code yields at most one token, however many requests race.
+    /// Checks one guess. Between two successful logins at most `max_consecutive_failures` guesses are ever
+    /// evaluated for an account (all its identifiers and codes together), and a code yields at most one token,
+    /// however many requests race.
     pub async fn verify_code(
         &self,
         identifier: Identifier,
@@ -229,15 +236,21 @@ where
         device: &Device,
     ) -> Result<LoginGrant, LoginError> {
         let now = self.clock.now();
-        let (reservation, stored) =
-            join(self.challenges.reserve_attempt(&identifier, client, now, &self.policy), self.codes.get(&identifier))
-                .await;
-        let (challenge, failed_attempts) = match reservation? {
-            Reservation::Reserved { challenge_id, failed_attempts } => (challenge_id, failed_attempts),
+        let nonce = ChallengeId::generate(&self.random)?;
+        let (reservation, stored) = join(
+            self.challenges.reserve_attempt(&identifier, &nonce, client, now, &self.policy),
+            self.codes.get(&identifier),
+        )
+        .await;
+        let (challenge, code_failures, counter) = match reservation? {
+            Reservation::Reserved { challenge_id, code_failures, counter } => (challenge_id, code_failures, counter),
             Reservation::NoActiveCode { attempts_remaining } => {
                 return Err(LoginError::InvalidCode { attempts_remaining })
             }
-            Reservation::Refused(refusal) => return Err(LoginError::Refused(refusal)),
+            Reservation::Refused(refusal) => {
+                self.record(EventKind::Refused, None, Some(&identifier), Some(refusal.describe("guess")));
+                return Err(LoginError::Refused(refusal));
+            }
         };
 
         let correct = stored?.is_some_and(|stored| {
@@ -247,12 +260,13 @@ where
         });
         if !correct {
             self.record(EventKind::CodeFailed, None, Some(&identifier), None);
-            let attempts_remaining = self.policy.max_failed_attempts.saturating_sub(failed_attempts);
-            if attempts_remaining == 0 {
-                self.record(EventKind::LockedOut, None, Some(&identifier), None);
-                let retry_after = u64::try_from(self.policy.lockout_seconds).unwrap_or(0);
-                return Err(LoginError::Refused(Refusal::Locked { retry_after }));
+            // The subject's count already includes this guess: the reservation counted it, and may have locked it.
+            if let Some(refusal) = self.policy.lock_refusal(&counter, now) {
+                let detail = format!("{} consecutive failures; {}", counter.failures, refusal.describe("login"));
+                self.record(EventKind::LockedOut, None, Some(&identifier), Some(detail));
+                return Err(LoginError::Refused(refusal));
             }
+            let attempts_remaining = self.policy.attempts_remaining(&counter, code_failures);
             return Err(LoginError::InvalidCode { attempts_remaining });
         }
 
@@ -316,10 +330,15 @@ where
 
     /// Exchanges a refresh token for a new pair. The presented token dies (rotation); presenting a token that was
     /// already rotated out revokes its whole session, since either its owner or a thief holds a copy.
-    pub async fn refresh(&self, presented: &Token, device: &Device) -> Result<LoginGrant, AuthError> {
+    pub async fn refresh(
+        &self,
+        presented: &Token,
+        client: &ClientIp,
+        device: &Device,
+    ) -> Result<LoginGrant, AuthError> {
         let now = self.clock.now();
         let (access, refresh, next) = self.new_tokens(now, device)?;
-        match self.sessions.rotate(&presented.digest(), &next, now).await? {
+        match self.sessions.rotate(&presented.digest(), &next, client, now, &self.policy).await? {
             Rotation::Rotated { session_id, user, previous_access } => {
                 let (granted, deleted) = join(
                     self.grant(session_id, &user, access, refresh, &next, now),
@@ -344,6 +363,10 @@ where
                 Err(AuthError::Invalid)
             }
             Rotation::Invalid => Err(AuthError::Invalid),
+            Rotation::Refused(refusal) => {
+                self.record(EventKind::Refused, None, None, Some(refusal.describe("refresh")));
+                Err(AuthError::Refused(refusal))
+            }
         }
     }
 

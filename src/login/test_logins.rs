@@ -36,7 +36,7 @@ impl TestLogins {
             return Ok(TestLogins::default());
         }
         if rules.production && !rules.allowed_in_production {
-            return Err("TEST_LOGINS is refused when ENVIRONMENT is production; for an app-store review set \
+            return Err("TEST_LOGINS is refused unless ENVIRONMENT is development; for an app-store review set \
                         TEST_LOGINS_IN_PRODUCTION=allow and an expiry at most 30 days ahead"
                 .into());
         }
@@ -114,7 +114,7 @@ mod tests {
     fn production_refuses_test_identifiers_unless_explicitly_allowed_for_at_most_30_days() {
         let spec = "review@example.com=246810";
         let refused = TestLogins::parse(spec, Some("2026-12-15"), rules(true, false)).unwrap_err();
-        assert!(refused.contains("refused when ENVIRONMENT is production"), "{refused}");
+        assert!(refused.contains("refused unless ENVIRONMENT is development"), "{refused}");
         assert!(TestLogins::parse(spec, Some("2026-12-30"), rules(true, true)).is_ok());
         let too_long = TestLogins::parse(spec, Some("2026-12-31"), rules(true, true)).unwrap_err();
         assert!(too_long.contains("more than 30 days"), "{too_long}");

@@ -4,7 +4,9 @@ use std::task::{Context, Poll, Waker};
 
 use super::fakes::*;
 use super::*;
-use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, Profile, UnixTime, User};
+use crate::adapters::d1::D1;
+use crate::adapters::sqlite::Sqlite;
+use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, UnixTime};
 
 /// The fakes never wait, so polling until ready is a complete executor for them.
 fn run<F: Future>(future: F) -> F::Output {
@@ -17,11 +19,14 @@ fn run<F: Future>(future: F) -> F::Output {
     }
 }
 
-type TestLogin = Login<Memory, Memory, Memory, Memory, Outbox, FakeClock, SeededRandom, Recorder>;
+type Store = D1<Sqlite>;
+type TestLogin = Login<Store, MemoryKv, MemoryKv, Store, Outbox, FakeClock, SeededRandom, Recorder>;
 
 struct World {
     login: TestLogin,
-    memory: Memory,
+    /// The D1 console of this world: the same in-process SQLite the login's statements run on.
+    db: Sqlite,
+    kv: MemoryKv,
     clock: FakeClock,
     outbox: Outbox,
     events: Recorder,
@@ -29,38 +34,31 @@ struct World {
 
 const START: i64 = 1_800_000_000;
 
-fn user(id: i64, email: &str, phone: &str, active: bool, employee: bool) -> User {
-    User {
-        id,
-        email: Some(email.into()),
-        first_name: "Mobile".into(),
-        last_name: "Tester".into(),
-        is_active: active,
-        profile: Profile {
-            phone_number: Some(phone.into()),
-            branch: "Head Office".into(),
-            designation: "Tech".into(),
-            locale: None,
-        },
-        groups: if employee { vec!["Employees".into()] } else { vec!["Contractors".into()] },
-        in_employee_group: employee,
-    }
-}
+/// The test user (1), a user in no employee group (2) and a deactivated employee (3).
+const USERS: &str = "
+INSERT INTO groups (id, name, is_employee_group) VALUES (1, 'Employees', 1), (2, 'Contractors', 0);
+INSERT INTO users (id, email, first_name, last_name, is_active) VALUES
+    (1, 'mobile.test@example.com', 'Mobile', 'Tester', 1),
+    (2, 'outsider@example.com', 'Mobile', 'Tester', 1),
+    (3, 'former@example.com', 'Mobile', 'Tester', 0);
+INSERT INTO profiles (user_id, phone_number, branch, designation) VALUES
+    (1, '+1234567890', 'Head Office', 'Tech'), (2, '+1234567891', 'Head Office', 'Tech'),
+    (3, '+1234567892', 'Head Office', 'Tech');
+INSERT INTO user_groups (user_id, group_id) VALUES (1, 1), (2, 2), (3, 1);";
 
 fn world() -> World {
-    let memory = Memory::with_users(vec![
-        user(1, "mobile.test@example.com", "+1234567890", true, true),
-        user(2, "outsider@example.com", "+1234567891", true, false),
-        user(3, "former@example.com", "+1234567892", false, true),
-    ]);
+    let db = Sqlite::migrated();
+    db.execute(USERS);
+    let store = D1::new(db.clone());
+    let kv = MemoryKv::default();
     let clock = FakeClock::at(START);
     let outbox = Outbox::default();
     let events = Recorder::default();
     let login = Login {
-        challenges: memory.clone(),
-        codes: memory.clone(),
-        access: memory.clone(),
-        sessions: memory.clone(),
+        challenges: store.clone(),
+        codes: kv.clone(),
+        access: kv.clone(),
+        sessions: store,
         notifier: outbox.clone(),
         clock: clock.clone(),
         random: SeededRandom::new(42),
@@ -70,7 +68,14 @@ fn world() -> World {
         messages: MessageSettings { app_name: "CRM".into(), ..MessageSettings::default() },
         test_logins: TestLogins::default(),
     };
-    World { login, memory, clock, outbox, events }
+    World { login, db, kv, clock, outbox, events }
+}
+
+impl World {
+    /// Session rows not yet revoked.
+    fn live_session_count(&self) -> i64 {
+        self.db.number("SELECT count(*) FROM sessions WHERE revoked_at IS NULL")
+    }
 }
 
 fn email(address: &str) -> Identifier {
@@ -109,7 +114,7 @@ impl World {
     }
 
     fn refresh(&self, grant: &LoginGrant) -> Result<LoginGrant, AuthError> {
-        run(self.login.refresh(&grant.tokens.refresh, &device()))
+        run(self.login.refresh(&grant.tokens.refresh, &client(), &device()))
     }
 
     fn auth(&self, grant: &LoginGrant) -> Result<Authenticated, AuthError> {
@@ -147,8 +152,8 @@ fn an_employee_receives_a_code_that_logs_them_in_once() {
     assert_eq!(grant.tokens.refresh.expose().len(), 64);
     assert_ne!(grant.tokens.access, grant.tokens.refresh);
     assert_eq!(w.verify(&id, &code).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 3 });
-    assert_eq!(w.memory.access_token_count(), 1);
-    assert_eq!(w.memory.live_session_count(), 1);
+    assert_eq!(w.kv.access_token_count(), 1);
+    assert_eq!(w.live_session_count(), 1);
 }
 
 #[test]
@@ -300,7 +305,7 @@ fn codes_are_stored_only_as_keyed_digests() {
     let w = world();
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
-    let stored = w.memory.stored_codes();
+    let stored = w.kv.stored_codes();
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].digest.contains(&code));
     assert_eq!(stored[0].expires_at, START + 600);
@@ -314,7 +319,7 @@ fn a_failed_delivery_is_recorded_and_does_not_change_the_answer() {
     assert_eq!(w.send_code(&id).unwrap(), None);
     let failed = w.events.0.borrow().iter().find(|e| e.kind == EventKind::DeliveryFailed).cloned().unwrap();
     assert_eq!(failed.user_id, Some(1));
-    assert!(failed.detail.unwrap().contains("provider down"));
+    assert!(failed.detail.unwrap().contains("is not a valid phone number"));
 }
 
 #[test]
@@ -322,10 +327,10 @@ fn a_user_deactivated_after_the_code_was_sent_cannot_redeem_it() {
     let w = world();
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
-    w.memory.update_user(1, |u| u.is_active = false);
+    w.db.execute("UPDATE users SET is_active = 0 WHERE id = 1");
     assert!(matches!(w.verify(&id, &code), Err(LoginError::InvalidCode { .. })));
-    assert_eq!(w.memory.access_token_count(), 0);
-    assert_eq!(w.memory.live_session_count(), 0);
+    assert_eq!(w.kv.access_token_count(), 0);
+    assert_eq!(w.live_session_count(), 0);
 }
 
 #[test]
@@ -345,7 +350,7 @@ fn an_access_token_dies_at_its_expiry_and_carries_the_user_as_it_was_issued() {
     let w = world();
     let grant = w.log_in();
     assert_eq!(grant.tokens.access_expires_in, 900);
-    w.memory.update_user(1, |u| u.first_name = "Renamed".into());
+    w.db.execute("UPDATE users SET first_name = 'Renamed' WHERE id = 1");
     assert_eq!(w.auth(&grant).unwrap().session.user.first_name, "Mobile", "a snapshot: no account read");
     w.clock.advance(899);
     assert!(w.auth(&grant).is_ok());
@@ -357,7 +362,7 @@ fn an_access_token_dies_at_its_expiry_and_carries_the_user_as_it_was_issued() {
 fn a_refresh_rotates_both_tokens_and_picks_up_changes_to_the_user() {
     let w = world();
     let grant = w.log_in();
-    w.memory.update_user(1, |u| u.first_name = "Renamed".into());
+    w.db.execute("UPDATE users SET first_name = 'Renamed' WHERE id = 1");
     w.clock.advance(300);
     let next = w.refresh(&grant).unwrap();
     assert_eq!(next.tokens.session_id, grant.tokens.session_id);
@@ -377,7 +382,7 @@ fn a_rotated_out_refresh_token_presented_again_revokes_the_whole_session() {
     assert_eq!(w.events.kinds().last(), Some(&EventKind::RefreshReused));
     assert_eq!(w.auth(&next).unwrap_err(), AuthError::Invalid, "the thief's or the owner's copy: both die");
     assert_eq!(w.refresh(&next).unwrap_err(), AuthError::Invalid);
-    assert_eq!(w.memory.live_session_count(), 0);
+    assert_eq!(w.live_session_count(), 0);
 }
 
 #[test]
@@ -389,14 +394,14 @@ fn a_refresh_token_dies_at_its_expiry_and_with_its_users_access() {
 
     let w = world();
     let grant = w.log_in();
-    w.memory.update_user(1, |u| u.in_employee_group = false);
+    w.db.execute("DELETE FROM user_groups WHERE user_id = 1");
     assert!(w.auth(&grant).is_ok(), "the access token carries the user as it was");
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
     assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid, "a refresh that finds the access lost ends it");
-    assert_eq!(w.memory.live_session_count(), 0);
+    assert_eq!(w.live_session_count(), 0);
     let revoked = w.events.0.borrow().last().cloned().unwrap();
     assert_eq!(revoked.kind, EventKind::Revoked);
-    w.memory.update_user(1, |u| u.in_employee_group = true);
+    w.db.execute("INSERT INTO user_groups (user_id, group_id) VALUES (1, 1)");
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid, "the session stays ended");
 }
 
@@ -429,7 +434,7 @@ fn logout_all_ends_every_device_and_revoking_one_ends_only_that_one() {
 fn a_user_cannot_revoke_someone_elses_session() {
     let w = world();
     let mine = w.log_in();
-    w.memory.update_user(2, |u| u.in_employee_group = true);
+    w.db.execute("INSERT INTO user_groups (user_id, group_id) VALUES (2, 1)");
     let other = email("outsider@example.com");
     let code = w.send_code(&other).unwrap().unwrap();
     let theirs = w.verify(&other, &code).unwrap();
@@ -452,7 +457,7 @@ fn the_daily_sms_cap_stops_sending_without_changing_the_answer() {
     w.login.policy.sms_daily_cap = 1;
     let first = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
     assert!(w.send_code(&first).unwrap().is_some());
-    w.memory.update_user(2, |u| u.in_employee_group = true);
+    w.db.execute("INSERT INTO user_groups (user_id, group_id) VALUES (2, 1)");
     let second = Identifier::Phone(PhoneNumber::parse("+1234567891").unwrap());
     assert_eq!(w.send_code(&second).unwrap(), None, "admitted, but nothing sent");
     let capped = w.events.0.borrow().iter().rev().find(|e| e.kind == EventKind::DeliveryFailed).cloned().unwrap();
@@ -485,6 +490,9 @@ fn when_every_provider_fails_each_attempt_is_recorded_and_nothing_claims_success
     let id = Identifier::Phone(PhoneNumber::parse("+1234567890").unwrap());
     assert_eq!(w.send_code(&id).unwrap(), None);
     assert_eq!(w.events.kinds(), [EventKind::CodeRequested, EventKind::DeliveryFailed, EventKind::DeliveryFailed]);
+    let details: Vec<String> = w.events.0.borrow().iter().filter_map(|e| e.detail.clone()).collect();
+    assert!(details.iter().all(|d| !d.contains("234567890")), "no full number in the audit trail: {details:?}");
+    assert!(details.iter().any(|d| d.contains(&id.masked())), "{details:?}");
 }
 
 #[test]
@@ -493,7 +501,7 @@ fn the_message_is_written_in_the_requested_language_then_the_profiles() {
     let id = email("mobile.test@example.com");
     w.send_code_in(&id, Some("es-MX")).unwrap();
     assert_eq!(w.outbox.sent.borrow()[0].language, Language::Spanish);
-    w.memory.update_user(1, |u| u.profile.locale = Some("fr".into()));
+    w.db.execute("UPDATE profiles SET locale = 'fr' WHERE user_id = 1");
     w.clock.advance(60);
     w.send_code_in(&id, None).unwrap();
     assert_eq!(w.outbox.sent.borrow()[1].language, Language::French);
@@ -518,7 +526,7 @@ fn a_test_identifier_logs_in_once_with_its_fixed_code_and_nothing_is_sent() {
     let id = email("mobile.test@example.com");
     assert_eq!(w.send_code(&id).unwrap(), None, "nothing is sent");
     assert!(w.outbox.sent.borrow().is_empty());
-    let stored = w.memory.stored_codes();
+    let stored = w.kv.stored_codes();
     assert!(stored.iter().all(|c| !c.digest.contains("246810")), "only the keyed digest is stored");
     assert_eq!(w.verify(&id, "246810").unwrap().user.id, 1);
     assert!(matches!(w.verify(&id, "246810"), Err(LoginError::InvalidCode { .. })), "used once");
@@ -554,4 +562,228 @@ fn after_the_expiry_date_a_test_identifier_is_an_ordinary_one() {
         assert!(matches!(w.verify(&id, "246810"), Err(LoginError::InvalidCode { .. })));
     }
     assert!(w.verify(&id, &code).is_ok());
+}
+
+// ---- Guessing, capped per account -------------------------------------------------------------------------------
+
+fn phone(number: &str) -> Identifier {
+    Identifier::Phone(PhoneNumber::parse(number).unwrap())
+}
+
+impl World {
+    /// Guesses evaluated so far: every guess that was checked against a code is recorded as `code_failed` (or led
+    /// to a login); a refused request never reaches a code.
+    fn guesses_evaluated(&self) -> usize {
+        self.events.kinds().iter().filter(|k| matches!(k, EventKind::CodeFailed | EventKind::Login)).count()
+    }
+
+    fn counter(&self) -> (i64, i64, i64) {
+        let failures = self.db.number("SELECT COALESCE(max(failures), 0) FROM guess_counters WHERE subject = 'user:1'");
+        let locked =
+            self.db.number("SELECT COALESCE(max(locked_until), 0) FROM guess_counters WHERE subject = 'user:1'");
+        let held = self.db.number("SELECT COALESCE(max(held), 0) FROM guess_counters WHERE subject = 'user:1'");
+        (failures, locked, held)
+    }
+
+    fn verify_from(&self, identifier: &Identifier, code: &str, client: &ClientIp) -> Result<LoginGrant, LoginError> {
+        run(self.login.verify_code(identifier.clone(), OtpCode::parse(code).unwrap(), client, &device()))
+    }
+
+    fn send_code_from(&self, identifier: &Identifier, client: &ClientIp) -> Result<Option<String>, LoginError> {
+        let before = self.outbox.sent.borrow().len();
+        let pending = run(self.login.request_code(identifier.clone(), client))?;
+        run(self.login.deliver_code(&pending)).unwrap();
+        let sent = self.outbox.sent.borrow();
+        Ok(sent.get(before).map(|m| digits_in(&m.text)))
+    }
+}
+
+/// An attacker who knows the test user's email and phone plays for `days` simulated days: every resend on both
+/// channels, a guess whenever one is allowed, every lockout waited out, each request from another address of one
+/// IPv6 /64. Returns the guesses evaluated.
+fn attack(w: &World, days: i64) -> usize {
+    let identifiers = [email("mobile.test@example.com"), phone("+1234567890")];
+    let end = START + days * 86_400;
+    let mut request = 0u64;
+    let mut next_client = || {
+        request += 1;
+        ClientIp(format!("2001:db8:77:1:{:x}:{:x}::1", request >> 16, request & 0xffff))
+    };
+    let mut step = 0usize;
+    while w.clock.now().0 < end {
+        step += 1;
+        assert!(step < 100_000, "the attack loop must end");
+        let target = &identifiers[step % 2];
+        let wait = match w.send_code_from(target, &next_client()) {
+            Ok(_) => 0,
+            Err(LoginError::Refused(refusal)) => refusal.retry_after(),
+            Err(e) => panic!("{e:?}"),
+        };
+        // Guess on both channels while guesses are allowed (the codes are never the attacker's to read).
+        for id in &identifiers {
+            for _ in 0..3 {
+                match w.verify_from(id, "000000", &next_client()) {
+                    Err(LoginError::InvalidCode { .. }) => {}
+                    Err(LoginError::Refused(_)) => break,
+                    Ok(_) => return w.guesses_evaluated(), // 000000 was the code: the attack won
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+        w.clock.advance(i64::try_from(wait).unwrap().max(60));
+    }
+    w.guesses_evaluated()
+}
+
+#[test]
+fn an_attacker_with_every_resend_both_channels_and_a_whole_64_gets_at_most_30_guesses_in_30_days() {
+    let w = world();
+    let evaluated = attack(&w, 30);
+    assert!(evaluated <= 30, "{evaluated} guesses evaluated");
+    assert_eq!(evaluated, 30, "the attacker reaches the cap, and not one guess more");
+    assert_eq!(w.counter().2, 1, "the account is held for an administrator");
+    assert_eq!(w.send_code(&email("mobile.test@example.com")).unwrap_err(), LoginError::Refused(Refusal::Held));
+}
+
+#[test]
+fn the_cap_follows_the_configured_maximum_up_to_nists_100() {
+    let mut w = world();
+    w.login.policy.max_consecutive_failures = NIST_MAX_CONSECUTIVE_FAILURES;
+    let evaluated = attack(&w, 60);
+    assert_eq!(evaluated, 100, "{evaluated} guesses evaluated in 60 days");
+}
+
+#[test]
+fn failures_are_counted_per_account_so_locking_the_email_also_stops_the_phone() {
+    let w = world();
+    let (by_email, by_phone) = (email("mobile.test@example.com"), phone("+1234567890"));
+    let sms_code = w.send_code(&by_phone).unwrap().unwrap();
+    let email_code = w.send_code(&by_email).unwrap().unwrap();
+    for _ in 0..3 {
+        w.verify(&by_email, &wrong(&email_code)).unwrap_err();
+    }
+    assert_eq!(w.verify(&by_phone, &sms_code).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: 900 }));
+    assert_eq!(w.counter().0, 3, "one count for the account");
+}
+
+#[test]
+fn time_never_resets_the_count_each_lockout_doubles_and_the_thirtieth_failure_holds_the_account() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let mut lockouts = Vec::new();
+    for _ in 0..10 {
+        let code = w.send_code(&id).unwrap().unwrap();
+        let locked = loop {
+            match w.verify(&id, &wrong(&code)) {
+                Err(LoginError::InvalidCode { .. }) => {}
+                Err(LoginError::Refused(refusal)) => break refusal,
+                other => panic!("{other:?}"),
+            }
+        };
+        lockouts.push(locked);
+        if let Refusal::Locked { retry_after } = locked {
+            w.clock.advance(i64::try_from(retry_after).unwrap());
+        }
+    }
+    let minutes = |m: u64| Refusal::Locked { retry_after: m * 60 };
+    assert_eq!(
+        lockouts,
+        [
+            minutes(15),
+            minutes(30),
+            minutes(60),
+            minutes(120),
+            minutes(240),
+            minutes(480),
+            minutes(960),
+            minutes(1440),
+            minutes(1440),
+            Refusal::Held
+        ]
+    );
+    assert_eq!(w.counter(), (30, w.counter().1, 1));
+    w.clock.advance(365 * 86_400);
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Held), "a year later, still held");
+}
+
+#[test]
+fn only_a_successful_login_or_an_unlock_resets_the_count() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    for _ in 0..3 {
+        w.verify(&id, &wrong(&code)).unwrap_err();
+    }
+    w.clock.advance(900);
+    let code = w.send_code(&id).unwrap().unwrap();
+    assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 2 });
+    w.verify(&id, &code).unwrap();
+    assert_eq!(w.counter().0, 0, "a login clears the count");
+
+    w.db.execute("UPDATE guess_counters SET failures = 30, held = 1 WHERE subject = 'user:1'");
+    w.clock.advance(60);
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Held));
+    w.db.execute("INSERT INTO admin_unlocks (identifier) VALUES ('+1234567890')");
+    assert_eq!(w.counter(), (0, 0, 0), "the unlock, by phone, clears the account");
+    let unlocked = w.db.number("SELECT count(*) FROM login_events WHERE event = 'unlocked' AND user_id = 1");
+    assert_eq!(unlocked, 1, "the unlock is audited");
+    assert!(w.send_code(&id).unwrap().is_some());
+}
+
+#[test]
+fn an_unknown_address_is_counted_locked_and_answered_exactly_like_an_account() {
+    let play = |address: &str| {
+        let w = world();
+        let id = email(address);
+        let mut answers = Vec::new();
+        for round in 0..4 {
+            answers.push(format!("{:?}", w.send_code(&id).map(|_| ())));
+            for _ in 0..4 {
+                answers.push(format!("{:?}", w.verify(&id, "000000").map(|_| ())));
+            }
+            w.clock.advance(if round % 2 == 0 { 900 } else { 1800 });
+        }
+        answers
+    };
+    let employee = play("mobile.test@example.com");
+    assert_eq!(play("nobody@example.com"), employee);
+    assert_eq!(play("outsider@example.com"), employee);
+    assert_eq!(play("former@example.com"), employee);
+    assert!(employee.iter().any(|a| a.contains("Locked")), "{employee:?}");
+}
+
+#[test]
+fn every_refusal_leaves_an_audit_row() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    w.send_code(&id).unwrap_err();
+    for _ in 0..3 {
+        w.verify(&id, &wrong(&code)).unwrap_err();
+    }
+    w.verify(&id, &code).unwrap_err();
+    let refused: Vec<String> = w
+        .events
+        .0
+        .borrow()
+        .iter()
+        .filter(|e| e.kind == EventKind::Refused)
+        .map(|e| e.detail.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(refused, ["code request refused: resend cooldown", "guess refused: locked for 900 s"]);
+    assert!(w.events.kinds().contains(&EventKind::LockedOut));
+}
+
+#[test]
+fn refreshing_is_limited_per_client_network() {
+    let mut w = world();
+    w.login.policy.ip_refresh_limit = 3;
+    let mut grant = w.log_in();
+    let from = |host: u32| ClientIp(format!("2001:db8:5:6::{host:x}"));
+    for host in 1..=3 {
+        grant = run(w.login.refresh(&grant.tokens.refresh, &from(host), &device())).unwrap();
+    }
+    let refused = run(w.login.refresh(&grant.tokens.refresh, &from(4), &device())).unwrap_err();
+    assert_eq!(refused, AuthError::Refused(Refusal::TooManyRequests { retry_after: 900 }));
+    assert!(run(w.login.refresh(&grant.tokens.refresh, &ClientIp("2001:db8:5:7::1".into()), &device())).is_ok());
 }

@@ -283,9 +283,25 @@ describe("administration and audit", { timeout: 900_000 }, () => {
     const mine = report.failed_attempts_24h.find((r) => r.email === u.email);
     assert.equal(mine.wrong_codes, 3);
     assert.equal(mine.ips, ip);
-    assert.ok(report.locked_identifiers.some((r) => r.email === u.email && r.identifier === `email:${u.email}`));
+    assert.ok(report.locked_accounts.some((r) => r.email === u.email && r.failures === 3 && r.held_for_admin === 0));
     const text = await adminOk("failures");
     assert.match(text.stdout, /Locked now:/);
+
+    // The lock shows in the user listing; `unlock` by phone clears the account's count, and it is audited.
+    const lockedRow = (await adminJson("list")).find((r) => r.email === u.email);
+    assert.equal(lockedRow.consecutive_failures, 3);
+    assert.match(lockedRow.lock_state, /^locked until /);
+    assertError(await api.post(PATHS.generate, { email: u.email }, { ip }), 429, "otp_locked");
+    await adminOk("unlock", "--phone", u.phone);
+    assert.equal((await directory(u.email)).consecutive_failures, 0);
+    assert.equal((await api.post(PATHS.generate, { email: u.email }, { ip: "203.0.113.82" })).status, 200);
+    const unlocked = await worker.d1(
+      `SELECT e.detail FROM login_events e JOIN users u ON u.id = e.user_id WHERE e.event = 'unlocked' AND u.email = '${u.email}'`,
+    );
+    assert.deepEqual(unlocked, [{ detail: "admin: unlocked after 3 consecutive failures" }]);
+    const nothing = await admin("unlock", "--email", u.email);
+    assert.notEqual(nothing.status, 0, "unlocking an account with no failures is refused");
+    assert.match(nothing.stderr + nothing.stdout, /nothing to unlock/);
 
     const logins = await adminJson("logins");
     const today = new Date().toISOString().slice(0, 10);

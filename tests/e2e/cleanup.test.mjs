@@ -38,9 +38,12 @@ describe("scheduled cleanup", { timeout: 180_000 }, () => {
       INSERT INTO rate_limits (bucket, window_started_at, hits) VALUES ('sms:${Math.floor(now / DAY) - 3}', ${now - 3 * DAY}, 9);
       INSERT INTO otp_challenges (identifier, challenge_id, issued_at, expires_at, window_started_at, sends_in_window)
         VALUES ('email:old@example.com', 'c-old', ${now - 2 * DAY}, ${now - 2 * DAY + 600}, ${now - 2 * DAY}, 1);
-      INSERT INTO otp_challenges (identifier, challenge_id, issued_at, expires_at, failed_attempts, last_failed_at,
+      INSERT INTO otp_challenges (identifier, challenge_id, issued_at, expires_at, failed_attempts,
                                   window_started_at, sends_in_window)
-        VALUES ('email:locked@example.com', 'c-locked', ${now - 7200}, ${now - 6600}, 3, ${now - 60}, ${now - 7200}, 1);
+        VALUES ('email:locked@example.com', 'c-locked', ${now - 7200}, ${now - 6600}, 3, ${now - 7200}, 1);
+      INSERT INTO guess_counters (subject, failures, locked_until, held, last_failed_at)
+        VALUES ('email:locked@example.com', 3, ${now + 840}, 0, ${now - 60}),
+               ('email:long-ago@example.com', 2, 0, 0, ${now - 300 * DAY});
       INSERT INTO login_events (occurred_at, event, identifier) VALUES (${now - 31 * DAY}, 'login', 'ol*@example.com');
       INSERT INTO login_events (occurred_at, event, identifier) VALUES (${now - 29 * DAY}, 'login', 're*@example.com');
     `);
@@ -48,13 +51,15 @@ describe("scheduled cleanup", { timeout: 180_000 }, () => {
     const from = worker.logs().length;
     const trigger = await fetch(`${worker.url}/__scheduled?cron=${encodeURIComponent("17 3 * * *")}`);
     assert.equal(trigger.status, 200);
-    await worker.waitForLog(/cleanup: removed 2 counters, 1 challenges, 1 audit rows/, 15_000, { from });
+    await worker.waitForLog(/cleanup: removed 2 counters, 2 challenges, 1 audit rows/, 15_000, { from });
 
     const buckets = (await worker.d1("SELECT bucket FROM rate_limits ORDER BY bucket")).map((r) => r.bucket);
     assert.deepEqual(buckets, ["ip:198.51.100.7:send"]);
     const challenges = (await worker.d1("SELECT identifier FROM otp_challenges ORDER BY identifier")).map((r) => r.identifier);
-    assert.deepEqual(challenges, ["email:locked@example.com", `email:${SEED.testUser.email}`],
-      "a lockout still in force is kept even though its code expired");
+    assert.deepEqual(challenges, [`email:${SEED.testUser.email}`]);
+    const counters = (await worker.d1("SELECT subject FROM guess_counters ORDER BY subject")).map((r) => r.subject);
+    assert.deepEqual(counters, ["email:locked@example.com", "email:long-ago@example.com"],
+      "failure counts are never forgotten: only a login or an unlock resets them");
     const events = (await worker.d1("SELECT identifier FROM login_events WHERE event = 'login'")).map((r) => r.identifier);
     assert.deepEqual(events, ["re*@example.com"]);
 

@@ -45,6 +45,7 @@ export const BASE_VARS = Object.freeze({
   // Every test request comes from 127.0.0.1; the per-IP limits are not what these tests are about.
   RATE_LIMIT_IP_SENDS: "10000",
   RATE_LIMIT_IP_VERIFIES: "10000",
+  RATE_LIMIT_IP_REFRESHES: "10000",
   TOKEN_TTL_DAYS: "30",
   CORS_ALLOWED_ORIGINS: "",
 });
