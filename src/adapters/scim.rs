@@ -7,23 +7,18 @@
 //! caller deletes them from KV. Uniqueness (email, phone, group name) is the schema's: a violation fails the whole
 //! batch and is reported as [`WriteError::Taken`].
 
-use std::rc::Rc;
-
 use serde::Deserialize;
 use serde_json::Value;
-use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, D1Result};
 
-use super::meter::Meter;
+use super::sql::{int, opt_text, store_error, text, BatchResults, Database, Param, Statement};
 use crate::domain::TokenDigest;
 use crate::login::StoreError;
 use crate::scim::filter::{Column, Kind};
 use crate::scim::resource::{GroupFields, StoredGroup, StoredUser, UserFields};
 
-#[derive(Clone)]
-pub struct ScimStore {
-    db: Rc<D1Database>,
-    meter: Meter,
+/// The SCIM statements over a [`Database`]: D1 in the Worker, SQLite in the host tests.
+pub struct ScimStore<X> {
+    db: X,
 }
 
 /// Why a change was not made.
@@ -57,34 +52,17 @@ pub struct Audit<'a> {
     pub reason: &'a str,
 }
 
-fn store_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("D1: {e}"))
-}
-
-fn int(value: i64) -> JsValue {
-    // Ids and Unix seconds are far below 2^53.
-    JsValue::from_f64(value as f64)
-}
-
-fn text(value: &str) -> JsValue {
-    JsValue::from_str(value)
-}
-
-fn opt_text(value: Option<&str>) -> JsValue {
-    value.map_or(JsValue::NULL, JsValue::from_str)
-}
-
-fn ids_json(ids: &[i64]) -> JsValue {
+fn ids_json(ids: &[i64]) -> Param {
     text(&Value::from(ids.to_vec()).to_string())
 }
 
-/// A filter's bound value: strings and numbers as D1 binds them.
-fn param(value: &Value) -> JsValue {
+/// A filter's bound value (the filter binds texts, and 0 or 1 for booleans).
+fn param(value: &Value) -> Param {
     match value {
         Value::String(s) => text(s),
-        Value::Number(n) => JsValue::from_f64(n.as_f64().unwrap_or(0.0)),
+        Value::Number(n) => n.as_i64().map_or_else(|| text(&n.to_string()), int),
         Value::Bool(b) => int(i64::from(*b)),
-        _ => JsValue::NULL,
+        _ => Param::Null,
     }
 }
 
@@ -228,16 +206,15 @@ struct Row {
     v: String,
 }
 
-fn texts(results: &[D1Result], index: usize) -> Result<Vec<String>, StoreError> {
-    let result = results.get(index).ok_or_else(|| store_error("batch returned too few results"))?;
-    Ok(result.results::<Row>().map_err(store_error)?.into_iter().map(|r| r.v).collect())
+fn texts(results: &impl BatchResults, index: usize) -> Result<Vec<String>, StoreError> {
+    Ok(results.rows::<Row>(index)?.into_iter().map(|r| r.v).collect())
 }
 
-fn objects(results: &[D1Result], index: usize) -> Result<Vec<Value>, StoreError> {
+fn objects(results: &impl BatchResults, index: usize) -> Result<Vec<Value>, StoreError> {
     texts(results, index)?.iter().map(|t| serde_json::from_str(t).map_err(store_error)).collect()
 }
 
-fn digests(results: &[D1Result], index: usize) -> Result<Vec<TokenDigest>, StoreError> {
+fn digests(results: &impl BatchResults, index: usize) -> Result<Vec<TokenDigest>, StoreError> {
     Ok(texts(results, index)?.into_iter().map(TokenDigest).collect())
 }
 
@@ -292,7 +269,7 @@ fn group_of(row: &Value) -> Result<GroupWithFlag, StoreError> {
 }
 
 fn one<T>(
-    results: &[D1Result],
+    results: &impl BatchResults,
     index: usize,
     read: fn(&Value) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
@@ -310,24 +287,20 @@ fn taken(message: &str) -> Option<&'static str> {
         .map(|(_, attr)| attr)
 }
 
-impl ScimStore {
-    pub fn new(db: D1Database, meter: Meter) -> ScimStore {
-        ScimStore { db: Rc::new(db), meter }
+impl<X: Database> ScimStore<X> {
+    pub fn new(db: X) -> ScimStore<X> {
+        ScimStore { db }
     }
 
-    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, StoreError> {
-        self.db.prepare(sql).bind(params).map_err(store_error)
+    fn statement(&self, sql: &str, params: &[Param]) -> Result<Statement, StoreError> {
+        Ok(Statement::new(sql.to_owned(), params.to_vec()))
     }
 
-    async fn batch(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, WriteError> {
-        self.meter.d1_round_trip(statements.len(), 0, 0);
-        self.db.batch(statements).await.map_err(|e| {
-            let message = e.to_string();
-            taken(&message).map_or_else(|| WriteError::Store(store_error(message)), WriteError::Taken)
-        })
+    async fn batch(&self, statements: Vec<Statement>) -> Result<X::Results, WriteError> {
+        self.db.batch(statements).await.map_err(|e| taken(&e.0).map_or(WriteError::Store(e), WriteError::Taken))
     }
 
-    async fn read(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, StoreError> {
+    async fn read(&self, statements: Vec<Statement>) -> Result<X::Results, StoreError> {
         self.batch(statements).await.map_err(|e| match e {
             WriteError::Store(e) => e,
             WriteError::Taken(attr) => store_error(format!("a read reported {attr} taken")),
@@ -358,7 +331,7 @@ impl ScimStore {
         offset: usize,
         count: usize,
     ) -> Result<(u64, Vec<StoredUser>), StoreError> {
-        let bound: Vec<JsValue> = params.iter().map(param).collect();
+        let bound: Vec<Param> = params.iter().map(param).collect();
         let total = format!(
             "SELECT CAST(count(*) AS TEXT) AS v FROM users u LEFT JOIN profiles p ON p.user_id = u.id WHERE {filter}"
         );
@@ -386,7 +359,7 @@ impl ScimStore {
         count: usize,
         members: bool,
     ) -> Result<(u64, Vec<StoredGroup>), StoreError> {
-        let bound: Vec<JsValue> = params.iter().map(param).collect();
+        let bound: Vec<Param> = params.iter().map(param).collect();
         let total = format!("SELECT CAST(count(*) AS TEXT) AS v FROM groups g WHERE {filter}");
         let mut page_params = bound.clone();
         page_params.extend([int(count as i64), int(offset as i64)]);
@@ -400,25 +373,19 @@ impl ScimStore {
     }
 
     /// The statements that end the sessions of `candidates` who may no longer log in, and record why.
-    fn revocations(&self, candidates: &[i64], audit: &Audit<'_>) -> Result<[D1PreparedStatement; 2], StoreError> {
+    fn revocations(&self, candidates: &[i64], audit: &Audit<'_>) -> Result<[Statement; 2], StoreError> {
         let params = [ids_json(candidates), int(audit.now), text(audit.reason), text(audit.ip)];
         Ok([self.statement(&record_revocations(), &params)?, self.statement(&revoke_sessions(), &params[..3])?])
     }
 
-    fn record(
-        &self,
-        audit: &Audit<'_>,
-        resource: &str,
-        id: Option<i64>,
-        name: &str,
-    ) -> Result<D1PreparedStatement, StoreError> {
+    fn record(&self, audit: &Audit<'_>, resource: &str, id: Option<i64>, name: &str) -> Result<Statement, StoreError> {
         self.statement(
             RECORD_CHANGE,
             &[
                 int(audit.now),
                 text(audit.action),
                 text(resource),
-                id.map_or(JsValue::NULL, int),
+                super::sql::opt_int(id),
                 text(name),
                 text(audit.ip),
                 text(&audit.detail),
@@ -426,11 +393,11 @@ impl ScimStore {
         )
     }
 
-    fn profile(&self, id: Option<i64>, f: &UserFields) -> Result<D1PreparedStatement, StoreError> {
+    fn profile(&self, id: Option<i64>, f: &UserFields) -> Result<Statement, StoreError> {
         self.statement(
             UPSERT_PROFILE,
             &[
-                id.map_or(JsValue::NULL, int),
+                super::sql::opt_int(id),
                 opt_text(f.phone.as_deref()),
                 text(&f.branch),
                 text(&f.designation),
@@ -510,15 +477,16 @@ impl ScimStore {
         for sql in DELETE_USER {
             statements.push(self.statement(sql, &[int(id)])?);
         }
+        let statements_count = statements.len();
         let results = self.batch(statements).await?;
-        let deleted = results.last().and_then(|r| r.meta().ok().flatten()).and_then(|m| m.changes).unwrap_or(0);
+        let deleted = results.changes(statements_count - 1)?;
         Ok((deleted > 0).then_some(digests(&results, 2)?))
     }
 
     pub async fn create_group(&self, f: &GroupFields, audit: &Audit<'_>) -> Result<StoredGroup, WriteError> {
         let insert =
             self.statement(INSERT_GROUP, &[text(&f.name), opt_text(f.external_id.as_deref()), int(audit.now)])?;
-        let members = [JsValue::NULL, ids_json(&f.members), text(&f.name)];
+        let members = [Param::Null, ids_json(&f.members), text(&f.name)];
         let record = self.statement(
             "INSERT INTO provisioning_events (occurred_at, source, action, resource, resource_id, name, ip, detail) \
              SELECT ?1, 'scim', 'create', 'Group', id, name, ?2, ?3 FROM groups WHERE name = ?4",
@@ -539,7 +507,7 @@ impl ScimStore {
     ) -> Result<Changed<StoredGroup>, WriteError> {
         let update = self
             .statement(UPDATE_GROUP, &[int(id), text(&f.name), opt_text(f.external_id.as_deref()), int(audit.now)])?;
-        let members = [int(id), ids_json(&f.members), JsValue::NULL];
+        let members = [int(id), ids_json(&f.members), Param::Null];
         let [record_ended, end] = self.revocations(before, audit)?;
         let read = self.statement(&format!("{GROUP_COLUMNS}{GROUP_MEMBERS} WHERE g.id = ?1"), &[int(id)])?;
         let statements = vec![
@@ -590,5 +558,191 @@ mod tests {
         assert_eq!(user_column(ENTERPRISE_DEPARTMENT).map(|c| c.expr), Some("p.branch"));
         assert!(user_column("password").is_none() && user_column("u.email").is_none());
         assert_eq!(group_column("members").map(|c| c.kind), Some(Kind::Member));
+    }
+}
+
+/// The statements on SQLite with every migration applied: what each change writes, and whose sessions it ends.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod on_sqlite {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::adapters::sqlite::Sqlite;
+    use crate::scim::filter;
+
+    /// SQLite answers at once, so polling until ready is a complete executor.
+    fn run<F: Future>(future: F) -> F::Output {
+        let mut future = pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+                return value;
+            }
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn audit(action: &'static str, reason: &'static str) -> Audit<'static> {
+        Audit { now: NOW, ip: "203.0.113.5", action, detail: "{}".into(), reason }
+    }
+
+    fn user(email: &str) -> UserFields {
+        UserFields { email: email.into(), first_name: "Sam".into(), active: Some(true), ..UserFields::default() }
+    }
+
+    /// A database with the Employees group and Sam, a member with two live sessions.
+    fn world() -> (Sqlite, ScimStore<Sqlite>, i64) {
+        let db = Sqlite::migrated();
+        let store = ScimStore::new(db.clone());
+        db.execute("INSERT INTO groups (name, is_employee_group) VALUES ('Employees', 1), ('Sales', 0)");
+        let sam = run(store.create_user(&user("sam@example.com"), &audit("create", ""))).unwrap();
+        db.execute(&format!(
+            "INSERT INTO user_groups (user_id, group_id) SELECT {id}, id FROM groups WHERE name IN ('Employees', 'Sales');
+             INSERT INTO sessions (user_id, created_at, last_used_at, expires_at, access_digest, access_expires_at)
+             VALUES ({id}, 1, 1, {far}, 'digest-a', {far}), ({id}, 1, 1, {far}, 'digest-b', {far});",
+            id = sam.id,
+            far = NOW + 86_400
+        ));
+        (db, store, sam.id)
+    }
+
+    fn live_sessions(db: &Sqlite, id: i64) -> i64 {
+        db.number(&format!("SELECT count(*) FROM sessions WHERE user_id = {id} AND revoked_at IS NULL"))
+    }
+
+    #[test]
+    fn a_created_user_reads_back_with_profile_and_an_audit_row() {
+        let (db, store, id) = world();
+        let sam = run(store.user(id)).unwrap().unwrap();
+        assert_eq!(sam.fields.email, "sam@example.com");
+        assert_eq!(sam.created, NOW);
+        assert_eq!(sam.groups.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["Employees", "Sales"]);
+        assert_eq!(
+            db.number("SELECT count(*) FROM provisioning_events WHERE action = 'create' AND resource_id = 1"),
+            1
+        );
+        let taken = run(store.create_user(&user("sam@example.com"), &audit("create", "")));
+        assert!(matches!(taken, Err(WriteError::Taken("userName"))));
+    }
+
+    #[test]
+    fn deactivating_ends_every_session_in_the_same_batch_and_returns_their_access_tokens() {
+        let (db, store, id) = world();
+        let renamed = UserFields { first_name: "Samuel".into(), ..user("sam@example.com") };
+        let kept = run(store.update_user(id, &renamed, &audit("update", "scim: access removed"))).unwrap();
+        assert!(kept.ended.is_empty(), "a change that keeps access keeps the sessions");
+        assert_eq!(live_sessions(&db, id), 2);
+
+        let inactive = UserFields { active: Some(false), ..renamed };
+        let changed = run(store.update_user(id, &inactive, &audit("update", "scim: deactivated"))).unwrap();
+        let mut ended: Vec<String> = changed.ended.into_iter().map(|d| d.0).collect();
+        ended.sort();
+        assert_eq!(ended, ["digest-a", "digest-b"]);
+        assert_eq!(live_sessions(&db, id), 0);
+        assert_eq!(
+            db.number("SELECT count(*) FROM login_events WHERE event = 'revoked' AND detail LIKE 'session %: scim: deactivated'"),
+            2
+        );
+    }
+
+    #[test]
+    fn leaving_the_last_employee_group_ends_the_sessions_leaving_another_group_does_not() {
+        let (db, store, id) = world();
+        let employees = db.number("SELECT id FROM groups WHERE name = 'Employees'");
+        let sales = db.number("SELECT id FROM groups WHERE name = 'Sales'");
+        let fields = |name: &str| GroupFields { name: name.into(), external_id: None, members: vec![] };
+        let left_sales =
+            run(store.update_group(sales, &fields("Sales"), &[id], &audit("update", "scim: removed"))).unwrap();
+        assert!(left_sales.ended.is_empty());
+        assert_eq!(live_sessions(&db, id), 2);
+        let left =
+            run(store.update_group(employees, &fields("Employees"), &[id], &audit("update", "scim: removed"))).unwrap();
+        assert_eq!(left.ended.len(), 2);
+        assert!(left.resource.members.is_empty());
+        assert_eq!(live_sessions(&db, id), 0);
+    }
+
+    #[test]
+    fn deleting_a_user_ends_the_sessions_and_removes_every_row_that_hangs_on_them() {
+        let (db, store, id) = world();
+        let ended = run(store.delete_user(id, "sam@example.com", &audit("delete", "scim: deleted"))).unwrap();
+        assert_eq!(ended.map(|e| e.len()), Some(2));
+        for table in ["users WHERE id", "profiles WHERE user_id", "user_groups WHERE user_id", "sessions WHERE user_id"]
+        {
+            assert_eq!(db.number(&format!("SELECT count(*) FROM {table} = {id}")), 0, "{table}");
+        }
+        assert_eq!(
+            db.number("SELECT count(*) FROM provisioning_events WHERE action = 'delete' AND name = 'sam@example.com'"),
+            1
+        );
+        assert_eq!(run(store.delete_user(id, "sam@example.com", &audit("delete", ""))).unwrap(), None);
+    }
+
+    #[test]
+    fn an_employee_group_is_never_deleted_through_scim_and_a_new_group_is_never_an_employee_group() {
+        let (db, store, id) = world();
+        let employees = db.number("SELECT id FROM groups WHERE name = 'Employees'");
+        assert!(!run(store.delete_group(employees, "Employees", &audit("delete", ""))).unwrap());
+        assert_eq!(live_sessions(&db, id), 2);
+        let group = GroupFields { name: "Field".into(), external_id: Some("okta-1".into()), members: vec![id, 999] };
+        let created = run(store.create_group(&group, &audit("create", ""))).unwrap();
+        assert_eq!(created.members, vec![(id, "sam@example.com".to_owned())], "unknown ids are ignored");
+        assert_eq!(db.number("SELECT is_employee_group FROM groups WHERE name = 'Field'"), 0);
+        assert!(run(store.delete_group(created.id, "Field", &audit("delete", ""))).unwrap());
+    }
+
+    #[test]
+    fn list_filters_run_as_bound_sql_with_paging() {
+        let (_db, store, _) = world();
+        for n in 1..=4 {
+            run(store.create_user(&user(&format!("page.{n}@example.com")), &audit("create", ""))).unwrap();
+        }
+        let mut params = Vec::new();
+        let column = |attr: &str| user_column(attr);
+        let sql =
+            filter::parse(r#"userName sw "PAGE." and active eq true"#).unwrap().to_sql(&column, &mut params).unwrap();
+        let (total, page) = run(store.users(&sql, &params, 1, 2)).unwrap();
+        assert_eq!(total, 4);
+        assert_eq!(
+            page.iter().map(|u| u.fields.email.as_str()).collect::<Vec<_>>(),
+            ["page.2@example.com", "page.3@example.com"]
+        );
+        let mut params = Vec::new();
+        let sql = filter::parse(r#"displayName eq "employees""#)
+            .unwrap()
+            .to_sql(&|a: &str| group_column(a), &mut params)
+            .unwrap();
+        let (total, groups) = run(store.groups(&sql, &params, 0, 10, false)).unwrap();
+        assert_eq!((total, groups[0].members.len()), (1, 0));
+    }
+
+    #[test]
+    fn an_import_row_makes_the_user_look_like_the_row_and_records_the_lost_access() {
+        let (db, _store, id) = world();
+        db.execute(
+            "INSERT INTO admin_imports (email, first_name, last_name, phone_number, branch, designation, groups)
+             VALUES ('sam@example.com', 'Sam', 'Lee', '+15555550123', 'East', 'Tech', '[\"Sales\"]'),
+                    ('new@example.com', 'New', 'Hire', '', '', '', '[\"Employees\"]')",
+        );
+        assert_eq!(db.number(&format!("SELECT may_log_in FROM user_directory WHERE id = {id}")), 0);
+        assert_eq!(db.number("SELECT may_log_in FROM user_directory WHERE email = 'new@example.com'"), 1);
+        assert_eq!(
+            db.number("SELECT count(*) FROM login_events WHERE event = 'revoked' AND detail LIKE 'admin: import%'"),
+            1
+        );
+        assert_eq!(
+            db.number("SELECT count(*) FROM provisioning_events WHERE source = 'import' AND resource_id IS NOT NULL"),
+            2
+        );
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            db.execute(
+                "INSERT INTO admin_imports (email, phone_number, groups) VALUES ('x@example.com', '', '[\"Nope\"]')",
+            )
+        }));
+        assert!(refused.is_err(), "an unknown group refuses the row");
+        assert_eq!(db.number("SELECT count(*) FROM users WHERE email = 'x@example.com'"), 0);
     }
 }

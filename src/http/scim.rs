@@ -13,6 +13,7 @@ use super::answer::Answer;
 use super::body;
 use super::config::ConfigError;
 use super::incoming::{BodyError, Incoming};
+use crate::adapters::d1::D1Binding;
 use crate::adapters::delivery::setting;
 use crate::adapters::kv::Kv;
 use crate::adapters::meter::Meter;
@@ -145,7 +146,7 @@ fn target(path: &str) -> Option<Target<'_>> {
 struct Scim<'a> {
     req: &'a Incoming,
     env: &'a Env,
-    store: ScimStore,
+    store: ScimStore<D1Binding>,
     meter: &'a Meter,
     base: String,
     query: Vec<(String, String)>,
@@ -165,7 +166,7 @@ pub async fn handle(
     let base = format!("{}{BASE}", origin(&url));
     let query = query_pairs(&url);
     let store = match env.d1("DB") {
-        Ok(db) => ScimStore::new(db, meter.clone()),
+        Ok(db) => ScimStore::new(D1Binding::new(db, meter.clone())),
         Err(e) => return error_answer(&internal("D1 binding DB", &e)),
     };
     let ip = req.header("CF-Connecting-IP").unwrap_or_else(|| "unknown".into());
