@@ -187,7 +187,10 @@ fn at_path(resource: &mut Map<String, Value>, verb: Verb, path: &Path, value: Op
                 (_, sub) => {
                     if matched.is_empty() && verb != Verb::Remove {
                         // Entra ID adds `phoneNumbers[type eq "mobile"].value` for a number that is not there yet.
-                        let element: Map<String, Value> = filter.equalities().into_iter().collect();
+                        let mut element = Map::new();
+                        for (attr, value) in filter.equalities() {
+                            element.insert(attr, value);
+                        }
                         items.push(Value::Object(element));
                         let last = items.len() - 1;
                         return at_path_matched(items, &[last], sub, verb, value);
@@ -236,8 +239,9 @@ fn set(container: &mut Map<String, Value>, key: String, verb: Verb, value: Optio
         (Verb::Remove, Some(Value::Array(gone)), Some(Value::Array(items))) => {
             items.retain(|item| !gone.iter().any(|g| same_value(item, g)));
         }
+        // Null is what an absent attribute reads as; inserting it spares the Worker a map's removal code.
         (Verb::Remove, _, _) => {
-            container.remove(&key);
+            container.insert(key, Value::Null);
         }
         (Verb::Add, Some(Value::Array(more)), Some(Value::Array(items))) => {
             for item in more {
@@ -326,7 +330,7 @@ mod tests {
         let out = patched(group.clone(), json!([{ "op": "Remove", "path": "members", "value": [{ "value": "2" }] }]));
         assert_eq!(out["members"], json!([{ "value": "1" }]));
         let out = patched(group.clone(), json!([{ "op": "remove", "path": "members" }]));
-        assert!(out.get("members").is_none());
+        assert!(out["members"].is_null());
         let out = patched(group, json!([{ "op": "replace", "path": "members", "value": [{ "value": "9" }] }]));
         assert_eq!(out["members"], json!([{ "value": "9" }]));
     }

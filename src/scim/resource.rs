@@ -278,40 +278,44 @@ fn split_attribute(raw: &str) -> (String, Option<String>) {
 pub fn project(resource: &mut Value, attributes: Option<&str>, excluded: Option<&str>) {
     let Some(object) = resource.as_object_mut() else { return };
     let list = |text: &str| text.split(',').filter(|a| !a.trim().is_empty()).map(split_attribute).collect::<Vec<_>>();
-    if let Some(wanted) = attributes.map(list).filter(|w| !w.is_empty()) {
-        let keep =
-            |key: &str| key == "id" || key == "schemas" || wanted.iter().any(|(top, _)| top.eq_ignore_ascii_case(key));
-        object.retain(|key, _| keep(key));
-        for (key, value) in object.iter_mut() {
-            let whole = wanted.iter().any(|(top, sub)| top.eq_ignore_ascii_case(key) && sub.is_none());
-            if let (false, Some(inner)) = (whole, value.as_object_mut()) {
-                inner.retain(|k, _| {
-                    wanted.iter().any(|(top, sub)| {
-                        top.eq_ignore_ascii_case(key) && sub.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(k))
-                    })
-                });
-            }
-        }
-    }
-    if let Some(excluded) = excluded {
-        for (top, sub) in list(excluded) {
-            let Some(key) =
-                object.keys().find(|k| k.eq_ignore_ascii_case(&top) && *k != "id" && *k != "schemas").cloned()
-            else {
-                continue;
-            };
-            match sub {
-                None => {
-                    object.remove(&key);
+    let wanted = attributes.map(list).filter(|w| !w.is_empty());
+    let excluded = excluded.map(list).unwrap_or_default();
+    // Whether `list` names `key` as a whole (sub None) or names its sub-attribute `sub`.
+    let names = |list: &[(String, Option<String>)], key: &str, sub: Option<&str>| {
+        list.iter().any(|(top, s)| {
+            top.eq_ignore_ascii_case(key)
+                && match (s.as_deref(), sub) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                    _ => false,
                 }
-                Some(sub) => {
-                    if let Some(inner) = object.get_mut(&key).and_then(Value::as_object_mut) {
-                        inner.retain(|k, _| !k.eq_ignore_ascii_case(&sub));
+        })
+    };
+    // Rebuilt rather than pruned in place: what is kept is inserted into a new object.
+    let mut kept = Map::new();
+    for (key, value) in std::mem::take(object) {
+        let always = key == "id" || key == "schemas";
+        let asked = wanted.as_ref().is_none_or(|w| w.iter().any(|(top, _)| top.eq_ignore_ascii_case(&key)));
+        if !always && (!asked || names(&excluded, &key, None)) {
+            continue;
+        }
+        let whole = wanted.as_ref().is_none_or(|w| names(w, &key, None));
+        let value = match value {
+            Value::Object(inner) if !always => {
+                let mut sub_kept = Map::new();
+                for (sub, v) in inner {
+                    let asked = whole || wanted.as_ref().is_some_and(|w| names(w, &key, Some(&sub)));
+                    if asked && !names(&excluded, &key, Some(&sub)) {
+                        sub_kept.insert(sub, v);
                     }
                 }
+                Value::Object(sub_kept)
             }
-        }
+            other => other,
+        };
+        kept.insert(key, value);
     }
+    *object = kept;
 }
 
 /// `startIndex` (1-based; below 1 reads as 1) and `count` (at most [`MAX_COUNT`]; negative reads as 0).
