@@ -19,7 +19,7 @@ use crate::adapters::kv::Kv;
 use crate::adapters::meter::Meter;
 use crate::adapters::runtime::WorkerClock;
 use crate::adapters::scim::{group_column, user_column, Audit, ScimStore, WriteError};
-use crate::login::{AccessTokens, Clock};
+use crate::login::{AccessTokens, ClientIp, Clock};
 use crate::scim::filter::{self, Column};
 use crate::scim::resource::{self, GroupFields, StoredGroup, StoredUser, UserFields};
 use crate::scim::{patch, ScimError, GROUP_SCHEMA, USER_SCHEMA};
@@ -180,7 +180,8 @@ pub async fn handle(
 impl Scim<'_> {
     /// The client's window, then the token.
     async fn admit(&self, settings: &ScimSettings) -> Result<(), Answer> {
-        let bucket = format!("ip:{}:scim", self.ip);
+        // Per IPv4 address or IPv6 /64, as the login routes count their clients.
+        let bucket = format!("ip:{}:scim", ClientIp(self.ip.clone()).network());
         let (hits, started) = self
             .store
             .count_request(&bucket, self.now, settings.window)
