@@ -695,6 +695,20 @@ mod on_sqlite {
     }
 
     #[test]
+    fn the_daily_cleanup_deletes_provisioning_rows_past_the_retention_period() {
+        let (db, _store, _) = world();
+        db.execute("UPDATE provisioning_events SET occurred_at = 1000");
+        run(crate::adapters::scim::ScimStore::new(db.clone())
+            .create_user(&user("new@example.com"), &audit("create", "")))
+        .unwrap();
+        let d1 = crate::adapters::d1::D1::new(db.clone());
+        let purged =
+            run(d1.purge(crate::domain::UnixTime(NOW), &crate::login::Policy::default(), 86_400, 86_400)).unwrap();
+        assert!(purged.events >= 1);
+        assert_eq!(db.number("SELECT count(*) FROM provisioning_events"), 1, "the recent row stays");
+    }
+
+    #[test]
     fn list_filters_run_as_bound_sql_with_paging() {
         let (_db, store, _) = world();
         for n in 1..=4 {
