@@ -445,6 +445,11 @@ impl Scim<'_> {
         );
         let changed = self.store.update_group(id, &fields, &before, &audit).await.map_err(write_error)?;
         self.end_sessions(&changed.ended).await;
+        // A PATCH answers 204, as Entra ID's and Okta's references show: a large group's members are not sent back
+        // for every membership change. A PUT answers with the group.
+        if patching {
+            return Ok(Answer::empty(204));
+        }
         Ok(self.shown(200, resource::group_json(&changed.resource, &self.base)))
     }
 

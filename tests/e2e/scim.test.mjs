@@ -191,7 +191,7 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
       ip,
       body: { schemas: [PATCH_OP], Operations: [{ op: "Add", path: "members", value: [{ value: user.id }] }] },
     });
-    expectStatus(added, 200);
+    assert.equal(added.status, 204, describeResponse(added));
     const session = await logIn(email, ip);
 
     const patched = await scim("PATCH", `/Users/${user.id}`, {
@@ -275,7 +275,7 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
 
     const group = await employeesGroup(ip);
     const add = { schemas: [PATCH_OP], Operations: [{ op: "add", path: "members", value: [{ value: user.id, display: email }] }] };
-    expectStatus(await scim("PATCH", `/Groups/${group}`, { ip, body: add }), 200);
+    assert.equal((await scim("PATCH", `/Groups/${group}`, { ip, body: add })).status, 204);
     const session = await logIn(email, ip);
 
     const deactivate = { schemas: [PATCH_OP], Operations: [{ op: "replace", value: { active: false } }] };
@@ -286,7 +286,7 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
     expectStatus(await scim("PATCH", `/Users/${user.id}`, { ip, body: reactivate }), 200);
     const again = await logIn(email, ip);
     const remove = { schemas: [PATCH_OP], Operations: [{ op: "remove", path: `members[value eq "${user.id}"]` }] };
-    expectStatus(await scim("PATCH", `/Groups/${group}`, { ip, body: remove }), 200);
+    assert.equal((await scim("PATCH", `/Groups/${group}`, { ip, body: remove })).status, 204);
     await assertSignedOut(again, ip);
     const [row] = await worker.d1(`SELECT groups, may_log_in FROM user_directory WHERE email = '${email}'`);
     assert.deepEqual(row, { groups: "Okta Field", may_log_in: 0 });
@@ -305,13 +305,17 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
     assert.equal(after.title, "Lead");
     assert.deepEqual(after.groups.map((g) => g.display), ["Okta Field"], "groups are read-only on a user");
 
-    expectStatus(await scim("PATCH", `/Groups/${pushed.id}`, { ip, body: { schemas: [PATCH_OP], Operations: [{ op: "replace", value: { id: pushed.id, displayName: "Okta Field Team" } }] } }), 200);
+    const renamed = await scim("PATCH", `/Groups/${pushed.id}`, { ip, body: { schemas: [PATCH_OP], Operations: [{ op: "replace", value: { id: pushed.id, displayName: "Okta Field Team" } }] } });
+    assert.equal(renamed.status, 204, describeResponse(renamed));
+    assert.equal(expectStatus(await scim("GET", `/Groups/${pushed.id}`, { ip }), 200).displayName, "Okta Field Team");
+    const replaced = await scim("PUT", `/Groups/${pushed.id}`, { ip, body: { displayName: "Okta Field Team", members: [] } });
+    assert.deepEqual(expectStatus(replaced, 200).members, []);
     assert.equal((await scim("DELETE", `/Groups/${pushed.id}`, { ip })).status, 204);
     assert.equal((await scim("DELETE", `/Users/${user.id}`, { ip })).status, 204);
     const audit = await worker.d1(`SELECT resource, action FROM provisioning_events WHERE ip = '${ip}' ORDER BY id`);
     assert.deepEqual(
       audit.map((a) => `${a.resource} ${a.action}`),
-      ["User create", "Group create", "Group update", "User update", "User update", "Group update", "User replace", "Group update", "Group delete", "User delete"],
+      ["User create", "Group create", "Group update", "User update", "User update", "Group update", "User replace", "Group update", "Group replace", "Group delete", "User delete"],
     );
   });
 
