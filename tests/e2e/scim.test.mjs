@@ -308,8 +308,8 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
     const renamed = await scim("PATCH", `/Groups/${pushed.id}`, { ip, body: { schemas: [PATCH_OP], Operations: [{ op: "replace", value: { id: pushed.id, displayName: "Okta Field Team" } }] } });
     assert.equal(renamed.status, 204, describeResponse(renamed));
     assert.equal(expectStatus(await scim("GET", `/Groups/${pushed.id}`, { ip }), 200).displayName, "Okta Field Team");
-    const replaced = await scim("PUT", `/Groups/${pushed.id}`, { ip, body: { displayName: "Okta Field Team", members: [] } });
-    assert.deepEqual(expectStatus(replaced, 200).members, []);
+    const groupReplaced = await scim("PUT", `/Groups/${pushed.id}`, { ip, body: { displayName: "Okta Field Team", members: [] } });
+    assert.deepEqual(expectStatus(groupReplaced, 200).members, []);
     assert.equal((await scim("DELETE", `/Groups/${pushed.id}`, { ip })).status, 204);
     assert.equal((await scim("DELETE", `/Users/${user.id}`, { ip })).status, 204);
     const audit = await worker.d1(`SELECT resource, action FROM provisioning_events WHERE ip = '${ip}' ORDER BY id`);
