@@ -12,6 +12,7 @@ cargo clippy --all-targets --locked -- -D warnings
 
 echo "==> cargo test (the login use cases on the production SQL in SQLite, adapters' request formats, HTTP parsing)"
 cargo test --lib --bins --locked
+cargo test --quiet --manifest-path tools/admin-check/Cargo.toml --locked
 
 echo "==> wasm-bindgen-test (the runtime adapters compiled to wasm32, run under Node)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \

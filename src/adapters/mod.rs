@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod kv;
 pub mod meter;
 pub mod runtime;
+pub mod scim;
 pub mod sql;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 pub mod sqlite;

@@ -47,6 +47,11 @@ impl Incoming {
         &self.path
     }
 
+    /// The whole URL, query included.
+    pub fn url(&self) -> String {
+        self.raw.url()
+    }
+
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).ok().flatten()
     }

@@ -318,4 +318,12 @@ describe("login flows with the Resend and Twilio APIs (mocked)", { timeout: 600_
     }
     assertMockClean(mock, testStartedAt);
   });
+
+  test("without SCIM_TOKEN the SCIM endpoints do not exist: /scim/v2/ answers 404 not_found, with or without a token", T, async () => {
+    for (const path of ["/scim/v2/Users", "/scim/v2/", "/scim/v2/ServiceProviderConfig"]) {
+      for (const headers of [{}, { Authorization: "Bearer 0123456789abcdef0123456789abcdef" }]) {
+        assertError(await api.get(path, { headers, ip: "203.0.113.240" }), 404, "not_found");
+      }
+    }
+  });
 });
