@@ -14,4 +14,5 @@ pub mod admin_check;
 pub mod domain;
 pub mod http;
 pub mod login;
+#[cfg(feature = "scim")]
 pub mod scim;

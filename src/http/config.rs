@@ -11,6 +11,7 @@ use crate::login::{Clock, MessageSettings, Policy, TestLoginRules, TestLogins, N
 
 use super::cors::Cors;
 use super::gateway::Gateway;
+#[cfg(feature = "scim")]
 use super::scim::ScimSettings;
 
 pub struct Config {
@@ -35,6 +36,7 @@ pub struct Config {
     /// for the benchmark and the budget test). Never true in production.
     pub storage_metrics: bool,
     /// The SCIM endpoints: set when `SCIM_TOKEN` is.
+    #[cfg(feature = "scim")]
     pub scim: Option<ScimSettings>,
 }
 
@@ -194,9 +196,11 @@ impl Config {
             None => None,
         };
 
+        #[cfg(feature = "scim")]
         let scim = ScimSettings::from_env(env, policy.ip_window_seconds)?;
 
         Ok(Config {
+            #[cfg(feature = "scim")]
             scim,
             event_retention_seconds: 86_400 * number(env, "EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             session_retention_seconds: 86_400 * number(env, "SESSION_RETENTION_DAYS", 30, 1..=3650)?,

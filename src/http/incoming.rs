@@ -47,7 +47,8 @@ impl Incoming {
         &self.path
     }
 
-    /// The whole URL, query included.
+    /// The whole URL, query included (the SCIM routes read their query from it).
+    #[cfg(feature = "scim")]
     pub fn url(&self) -> String {
         self.raw.url()
     }

@@ -10,6 +10,7 @@ mod gateway;
 mod incoming;
 #[cfg(test)]
 mod properties;
+#[cfg(feature = "scim")]
 mod scim;
 
 use serde_json::{json, Value};
@@ -191,6 +192,7 @@ const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
 async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter: &Meter) -> Result<Reply, ApiError> {
     let path = req.path();
+    #[cfg(feature = "scim")]
     if let (true, Some(settings)) = (scim::is_scim_path(path), &config.scim) {
         // Boxed: the SCIM state machine stays out of every login request's future.
         let scim: std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + '_>> =

@@ -101,6 +101,7 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
   before(async () => {
     mock = await startMockProviders();
     worker = await startWorker({
+      variant: "scim",
       vars: {
         ...mock.workerVars(),
         OTP_RESEND_COOLDOWN_SECONDS: "1",
