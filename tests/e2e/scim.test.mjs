@@ -399,6 +399,21 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
     assert.equal(still.may_log_in, 1);
   });
 
+  test("the provisioning Worker without SCIM_TOKEN: every /scim/v2/ path is 404 not_found, with or without a token", T, async () => {
+    const off = await startWorker({ variant: "scim", vars: { ...mock.workerVars() } });
+    try {
+      for (const p of ["/scim/v2/Users", "/scim/v2/ServiceProviderConfig", "/scim/v2/"]) {
+        for (const headers of [{}, { Authorization: `Bearer ${TOKEN}` }]) {
+          const res = await call(off.url, "GET", p, { headers, ip: "198.51.100.9" });
+          assert.equal(res.status, 404, describeResponse(res));
+          assert.equal(res.body?.error?.code, "not_found", describeResponse(res));
+        }
+      }
+    } finally {
+      await off.stop();
+    }
+  });
+
   test("each client has its own request window: over it, 429 with Retry-After; other clients go on", T, async () => {
     const ip = "198.51.100.7";
     const answers = [];
