@@ -309,8 +309,8 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
     const renamed = await scim("PATCH", `/Groups/${pushed.id}`, { ip, body: { schemas: [PATCH_OP], Operations: [{ op: "replace", value: { id: pushed.id, displayName: "Okta Field Team" } }] } });
     assert.equal(renamed.status, 204, describeResponse(renamed));
     assert.equal(expectStatus(await scim("GET", `/Groups/${pushed.id}`, { ip }), 200).displayName, "Okta Field Team");
-    const replaced = await scim("PUT", `/Groups/${pushed.id}`, { ip, body: { displayName: "Okta Field Team", members: [] } });
-    assert.deepEqual(expectStatus(replaced, 200).members, []);
+    const groupReplaced = await scim("PUT", `/Groups/${pushed.id}`, { ip, body: { displayName: "Okta Field Team", members: [] } });
+    assert.deepEqual(expectStatus(groupReplaced, 200).members, []);
     assert.equal((await scim("DELETE", `/Groups/${pushed.id}`, { ip })).status, 204);
     assert.equal((await scim("DELETE", `/Users/${user.id}`, { ip })).status, 204);
     const audit = await worker.d1(`SELECT resource, action FROM provisioning_events WHERE ip = '${ip}' ORDER BY id`);
@@ -397,6 +397,21 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
     expectScimError(await scim("POST", "/Groups", { ip, body: { displayName: "Employees" } }), 409, "uniqueness");
     const [still] = await worker.d1("SELECT may_log_in FROM user_directory WHERE email = 'mobile.test@example.com'");
     assert.equal(still.may_log_in, 1);
+  });
+
+  test("the provisioning Worker without SCIM_TOKEN: every /scim/v2/ path is 404 not_found, with or without a token", T, async () => {
+    const off = await startWorker({ variant: "scim", vars: { ...mock.workerVars() } });
+    try {
+      for (const p of ["/scim/v2/Users", "/scim/v2/ServiceProviderConfig", "/scim/v2/"]) {
+        for (const headers of [{}, { Authorization: `Bearer ${TOKEN}` }]) {
+          const res = await call(off.url, "GET", p, { headers, ip: "198.51.100.9" });
+          assert.equal(res.status, 404, describeResponse(res));
+          assert.equal(res.body?.error?.code, "not_found", describeResponse(res));
+        }
+      }
+    } finally {
+      await off.stop();
+    }
   });
 
   test("each client has its own request window: over it, 429 with Retry-After; other clients go on", T, async () => {
