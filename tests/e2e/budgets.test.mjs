@@ -98,7 +98,7 @@ describe("budgets: bundle size, startup CPU, storage work", { timeout: 600_000 }
   test("the provisioning Worker shares the login Worker's bindings and vars, and its upload is at most 250 KB gzip", T, async (t) => {
     const tail = (file) => {
       const text = readFileSync(path.join(ROOT, file), "utf8");
-      return text.slice(text.indexOf("[[d1_databases]]"));
+      return text.slice(text.search(/^\[\[d1_databases\]\]/m));
     };
     assert.equal(tail("wrangler.scim.toml"), tail("wrangler.toml"), "wrangler.scim.toml from [[d1_databases]] down");
     await ensureBuilt("scim");
