@@ -95,7 +95,7 @@ describe("the admin command with Node only: import, export, offboarding, a locke
     assert.ok(cargo && cargo.code === "ENOENT", "cargo must not be on the administrator's PATH in these tests");
   });
 
-  test("a new administrator lists, adds and exports users with Node alone", T, async () => {
+  test("a new administrator lists, adds, unlocks and exports users with Node alone", T, async () => {
     const listed = JSON.parse((await adminOk("list", "--json")).stdout);
     assert.ok(listed.some((u) => u.email === "mobile.test@example.com"));
     const added = await adminOk("add-user", "--email", "New.Admin.User@Example.com", "--phone", "+44 (7700) 900-555", "--group", "Employees");
@@ -103,6 +103,17 @@ describe("the admin command with Node only: import, export, offboarding, a locke
     const refused = await admin("add-user", "--email", "bad@@example.com");
     assert.equal(refused.status, 1);
     assert.match(refused.stderr, /is not an address the service accepts/);
+    // A wrong code counts against the account; unlock clears it, and says so.
+    const email = "employee08@example.com";
+    const gen = await api.post(PATHS.generate, { email }, { ip: "192.0.2.12" });
+    assert.equal(gen.status, 200, describeResponse(gen));
+    const { code } = await mock.waitForMessage(email, 10_000);
+    const wrong = await api.post(PATHS.verify, { email, otp_code: code === "000000" ? "111111" : "000000" }, { ip: "192.0.2.12" });
+    assert.equal(wrong.status, 400, describeResponse(wrong));
+    const unlocked = await adminOk("unlock", "--email", "Employee08@Example.com");
+    assert.match(unlocked.stdout, /employee08@example\.com unlocked/);
+    const again = await admin("unlock", "--phone", "+1 415 555 0208");
+    assert.notEqual(again.status, 0, "nothing left to unlock");
     const exported = (await adminOk("export")).stdout.split("\r\n");
     assert.equal(exported[0], "email,phone,first_name,last_name,branch,designation,groups");
     assert.ok(exported.includes("new.admin.user@example.com,+447700900555,,,,,Employees"), exported.slice(0, 5).join("\n"));
