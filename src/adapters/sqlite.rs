@@ -63,6 +63,11 @@ impl Sqlite {
         self.0.borrow().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// The single text a query returns.
+    pub fn text(&self, sql: &str) -> String {
+        self.0.borrow().query_row(sql, [], |row| row.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// The single integer a query returns.
     pub fn number(&self, sql: &str) -> i64 {
         self.0.borrow().query_row(sql, [], |row| row.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
