@@ -265,8 +265,18 @@ async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter
             Ok(Reply::Own(granted("Token refreshed", &outcome?)))
         }
         Route::Logout if req.header("Authorization").is_none() => {
-            // An app whose access token has expired logs out with its refresh token alone.
+            // An app whose access token has expired logs out with its refresh token alone; with neither, the
+            // request carries no credentials.
+            let json = req
+                .header("Content-Type")
+                .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            if !json {
+                return Err(ApiError::NotAuthenticated);
+            }
             let body = body::json_object(req).await?;
+            if !body.contains_key("refresh_token") {
+                return Err(ApiError::NotAuthenticated);
+            }
             let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
             if !flood_gate::admits(env, &client).await {
                 return Err(ApiError::RateLimited { retry_after: flood_gate::PERIOD_SECONDS });

@@ -1,4 +1,6 @@
-use futures_util::future::join_all;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use super::message::{Language, Message, MessageSettings};
 use super::policy::{Policy, Refusal};
@@ -131,6 +133,35 @@ pub struct Authenticated {
 
 /// KV refuses expirations under a minute.
 const MIN_STORE_TTL: u64 = 60;
+
+/// Deletes every token at once and returns those whose deletion failed, with the error.
+async fn delete_all<'a, T: AccessTokens>(
+    store: &T,
+    tokens: impl Iterator<Item = &'a TokenDigest>,
+) -> Vec<(&'a TokenDigest, StoreError)> {
+    type Deletion<'f> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + 'f>>;
+    let mut pending: Vec<(&TokenDigest, Deletion<'_>)> =
+        tokens.map(|token| (token, Box::pin(store.delete(token)) as Deletion<'_>)).collect();
+    let mut failed = Vec::new();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(token, deletion)| match deletion.as_mut().poll(cx) {
+            Poll::Ready(outcome) => {
+                if let Err(e) = outcome {
+                    failed.push((*token, e));
+                }
+                false
+            }
+            Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    failed
+}
 
 /// What a guess is compared with when no code was stored for the challenge (nothing was sent): the comparison then
 /// does the same work as for a stored digest, and cannot succeed.
@@ -375,11 +406,12 @@ where
     /// Deletes access tokens from KV, all at once; every deletion is attempted (and a failed one once more) before
     /// a failure is reported.
     async fn forget(&self, tokens: &[TokenDigest]) -> Result<(), StoreError> {
-        let outcomes = join_all(tokens.iter().map(|token| self.access.delete(token))).await;
-        let failed: Vec<&TokenDigest> =
-            tokens.iter().zip(outcomes).filter(|(_, outcome)| outcome.is_err()).map(|(token, _)| token).collect();
-        let retried = join_all(failed.iter().map(|token| self.access.delete(token))).await;
-        retried.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+        let failed = delete_all(&self.access, tokens.iter()).await;
+        let failed: Vec<&TokenDigest> = failed.into_iter().map(|(token, _)| token).collect();
+        match delete_all(&self.access, failed.into_iter()).await.pop() {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// Exchanges a refresh token for a new pair. The presented token dies (rotation); presenting a token that was
