@@ -12,6 +12,8 @@ use std::net::IpAddr;
 #[cfg(test)]
 mod fakes;
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 
 pub use message::{Language, Message, MessageSettings};
