@@ -4,20 +4,21 @@
 //   npm run admin -- <command> [options] [--remote | --persist-to DIR] [--json]
 //
 // Local D1 (.wrangler/state, or --persist-to DIR) by default; --remote acts on the deployed database.
-// Emails and phone numbers are checked and normalised by the service's own Rust parsers (src/bin/admin-check.rs),
+// Emails and phone numbers are checked and normalised by the service's own Rust parsers, compiled to WebAssembly
+// (scripts/lib/admin-check.wasm, from src/admin_check.rs), so Node alone runs them;
 // and every change is ONE SQL statement, an INSERT into one of the admin_* views of migrations/0005_admin_views.sql,
 // whose trigger checks the preconditions and writes all rows or none: nothing can be left half-written, locally or
 // remotely. docs/ADMIN.md is the guide.
 
-import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
+import { checkField } from "./lib/identifiers.mjs";
 import { revokeUserAccess } from "./lib/revoke.mjs";
-import { ROOT, WRANGLER_BIN, spawnWrangler } from "./lib/wrangler.mjs";
+import { ROOT, WRANGLER_BIN, d1Execute } from "./lib/wrangler.mjs";
 
-const CARGO_BIN_DIR = path.join(os.homedir(), ".cargo", "bin");
 const MAX_TEXT = 150; // Django's limit for names, kept for branch, designation and group names too.
 
 const USAGE = `Usage: npm run admin -- <command> [options] [--remote | --persist-to DIR] [--json]
@@ -31,8 +32,15 @@ Users
                                  change only the fields given
   deactivate --email E           no more logins; records a 'revoked' event if they could log in
   reactivate --email E
+  delete-user --email E          deactivates, ends every session, then deletes the user (audit rows stay)
   unlock (--email E | --phone P) clear an account's wrong-code count, lockout and administrator's hold
   list [--group G]               users with their groups and whether they may log in
+
+Bulk
+  import FILE.csv [--dry-run]    makes each listed user look like their row (columns: email, phone,
+                                 first_name, last_name, branch, designation, groups separated by ;);
+                                 a file with any refused row changes nothing; --dry-run only reports
+  export [FILE.csv]              every user in the same format (stdout without FILE)
 
 Groups
   add-to-group --email E --group G
@@ -66,6 +74,9 @@ const COMMANDS = {
   },
   deactivate: { values: ["email"], run: (a) => setActive(a, 0) },
   reactivate: { values: ["email"], run: (a) => setActive(a, 1) },
+  "delete-user": { values: ["email"], run: deleteUser },
+  import: { file: true, flags: ["dry-run"], run: importUsers },
+  export: { file: true, optionalFile: true, run: exportUsers },
   unlock: { values: ["email", "phone"], run: unlock },
   list: { values: ["group"], run: listUsers },
   "add-to-group": { values: ["email", "group"], run: (a) => membership(a, 1) },
@@ -127,9 +138,12 @@ function parseArgs(argv) {
     } else if (args.command === null) {
       if (!Object.hasOwn(COMMANDS, arg)) throw new UsageError(`unknown command: ${arg}`);
       args.command = arg;
-    } else throw new UsageError(`unexpected argument: ${arg}`);
+    } else if (COMMANDS[args.command].file && args.file === undefined) args.file = arg;
+    else throw new UsageError(`unexpected argument: ${arg}`);
   }
   if (args.command === null) throw new UsageError("which command?");
+  const spec = COMMANDS[args.command];
+  if (spec.file && !spec.optionalFile && args.file === undefined) throw new UsageError(`${args.command} needs a file`);
   if (args.remote && args.persistTo) throw new UsageError("--persist-to only applies to the local database, not --remote");
   return args;
 }
@@ -175,28 +189,20 @@ function allowedCountryCodes() {
 }
 
 /**
- * Normalises { email, newEmail, phone, locale } with src/bin/admin-check.rs (`Email::parse`,
- * `PhoneNumber::parse_allowed`, `Locale::parse`: the functions the worker runs on requests). Cargo builds it for the host on first use and when src/ changed.
+ * Normalises { email, newEmail, phone, locale } with the service's own parsers (`Email::parse`,
+ * `PhoneNumber::parse_allowed`, `Locale::parse`: the functions the worker runs on requests), compiled to
+ * scripts/lib/admin-check.wasm, so that Node alone runs them. Returns { email, new_email, phone_number, locale }
+ * (only the fields given) or throws the first refusal.
  */
-function checkIdentifiers({ email, newEmail, phone, locale }) {
-  const args = ["run", "--quiet", "--locked", "--bin", "admin-check", "--"];
-  if (email !== undefined) args.push("--email", email);
-  if (locale !== undefined) args.push("--locale", locale);
-  if (newEmail !== undefined) args.push("--new-email", newEmail);
-  if (phone !== undefined) args.push("--phone", phone, "--allowed-country-codes", allowedCountryCodes());
-  const result = spawnSync("cargo", args, {
-    cwd: ROOT,
-    encoding: "utf8",
-    env: { ...process.env, PATH: `${CARGO_BIN_DIR}${path.delimiter}${process.env.PATH ?? ""}` },
-  });
-  if (result.error) throw new Error(`could not run cargo (the Rust toolchain; see README): ${result.error.message}`);
-  let answer;
-  try {
-    answer = JSON.parse(result.stdout);
-  } catch {
-    throw new Error(`admin-check failed (exit ${result.status}):\n${result.stderr}`);
+function checkIdentifiers({ email, newEmail, phone, locale }, countryCodes = allowedCountryCodes()) {
+  const answer = {};
+  const fields = [["email", email], ["locale", locale], ["new_email", newEmail], ["phone_number", phone]];
+  for (const [field, value] of fields) {
+    if (value === undefined) continue;
+    const checked = checkField(field, value, field === "phone_number" ? countryCodes : "");
+    if (!checked.ok) throw new AdminError(checked.message);
+    answer[field] = checked.value;
   }
-  if (answer.error) throw new AdminError(answer.error.message);
   return answer;
 }
 
@@ -217,7 +223,7 @@ function d1(args, ...statements) {
   if (!existsSync(WRANGLER_BIN)) throw new Error("wrangler is not installed; run `sh scripts/bootstrap.sh` first");
   const target = args.remote ? ["--remote"] : ["--local", ...(args.persistTo ? ["--persist-to", args.persistTo] : [])];
   const command = statements.map((s) => s.trim()).join(";\n");
-  const result = spawnWrangler(["d1", "execute", "DB", ...target, "--yes", "--json", "--command", command]);
+  const result = d1Execute(["DB", ...target, "--yes", "--json", "--command", command]);
   if (result.error) throw new Error(`could not run wrangler: ${result.error.message}`);
   const out = result.stdout ?? "";
   const start = out.search(/^[[{]/m);
@@ -354,9 +360,10 @@ function setActive(args, active) {
 }
 
 function unlock(args) {
-  if ((args.email === undefined) === (args.phone === undefined)) throw new Error("unlock needs --email or --phone");
-  const { email, phone_number: phone } = checkIdentifiers({ email: args.email, phone: args.phone });
-  const identifier = email ?? phone;
+  const [email, phone] = [args.values.get("email"), args.values.get("phone")];
+  if ((email === undefined) === (phone === undefined)) throw new UsageError("unlock needs --email or --phone");
+  const checked = checkIdentifiers(email !== undefined ? { email } : { phone });
+  const identifier = checked.email ?? checked.phone_number;
   d1(args, `INSERT INTO admin_unlocks (identifier) VALUES (${sql(identifier)})`);
   console.log(`admin: ${identifier} unlocked`);
 }
@@ -451,6 +458,270 @@ function logins(args) {
   print(args, rows, ["day", "logins", "users"]);
 }
 
+function deleteUser(args) {
+  const { email } = checkIdentifiers({ email: required(args, "email") });
+  // No login can start once the user is inactive; then the sessions end; then the rows go.
+  const [before] = d1(args, userRow(email), `INSERT INTO admin_user_status (email, is_active) VALUES (${sql(email)}, 0)`);
+  if (before.length === 0) throw new AdminError("no user has this email");
+  const { sessions } = revokeUserAccess({ email, reason: "deleted", remote: args.remote, persistTo: args.persistTo });
+  d1(args, `INSERT INTO admin_user_deletions (email) VALUES (${sql(email)})`);
+  console.log(`admin: deleted ${email}; ${sessions.length} open session(s) ended`);
+}
+
+// ---- Import and export -------------------------------------------------------------------------------------------
+
+const CSV_COLUMNS = ["email", "phone", "first_name", "last_name", "branch", "designation", "groups"];
+
+/** RFC 4180 CSV: quoted fields (with "" for a quote, and line breaks inside), CRLF or LF. Returns rows of cells. */
+export function parseCsv(textOfFile) {
+  const rows = [];
+  let row = [];
+  let cell = "";
+  let quoted = false;
+  let line = 1;
+  let rowLine = 1;
+  const text = textOfFile.replace(/^\uFEFF/, "");
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        cell += '"';
+        i++;
+      } else if (c === '"') quoted = false;
+      else {
+        if (c === "\n") line++;
+        cell += c;
+      }
+    } else if (c === '"' && cell === "") quoted = true;
+    else if (c === ",") {
+      row.push(cell);
+      cell = "";
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      row.push(cell);
+      rows.push({ line: rowLine, cells: row });
+      row = [];
+      cell = "";
+      line++;
+      rowLine = line;
+    } else cell += c;
+  }
+  if (quoted) throw new AdminError(`line ${rowLine}: a quoted field is not closed`);
+  if (cell !== "" || row.length > 0) {
+    row.push(cell);
+    rows.push({ line: rowLine, cells: row });
+  }
+  return rows.filter((r) => !(r.cells.length === 1 && r.cells[0].trim() === ""));
+}
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\r\n]/.test(text) || text !== text.trim() ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+/** A cell of free text: trimmed, at most MAX_TEXT characters, no control characters; or why not. */
+function cellText(value, name) {
+  const text = value.trim();
+  if ([...text].length > MAX_TEXT) return { error: `${name} is longer than ${MAX_TEXT} characters` };
+  if (/[\u0000-\u001f\u007f]/.test(text)) return { error: `${name} contains a control character` };
+  return { text };
+}
+
+/** What the database holds for every user (email → row) and every group name, in one read. */
+function currentState(args) {
+  const [users, groups] = d1(
+    args,
+    `SELECT u.email, COALESCE(p.phone_number, '') AS phone, u.first_name, u.last_name, COALESCE(p.branch, '') AS branch,
+            COALESCE(p.designation, '') AS designation,
+            (SELECT json_group_array(name) FROM (SELECT g.name FROM user_groups ug JOIN groups g ON g.id = ug.group_id
+             WHERE ug.user_id = u.id ORDER BY g.name)) AS groups,
+            d.may_log_in
+     FROM users u LEFT JOIN profiles p ON p.user_id = u.id JOIN user_directory d ON d.id = u.id
+     WHERE u.email IS NOT NULL ORDER BY u.email`,
+    "SELECT name, is_employee_group FROM groups",
+  );
+  return {
+    users: new Map(users.map((u) => [u.email, { ...u, groups: JSON.parse(u.groups) }])),
+    groups: new Map(groups.map((g) => [g.name, g.is_employee_group === 1])),
+  };
+}
+
+/**
+ * Reads and checks every row of a CSV file against the service's rules and the database; returns
+ * { rows: [{ line, email, phone, first_name, last_name, branch, designation, groups, change, losesAccess }],
+ *   refused: [{ line, email, reason }] }. Nothing is written.
+ */
+function planImport(args, file) {
+  let content;
+  try {
+    content = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new AdminError(`cannot read ${file}: ${e.message}`);
+  }
+  const [header, ...records] = parseCsv(content);
+  if (!header) throw new AdminError(`${file} is empty`);
+  const columns = header.cells.map((c) => c.trim().toLowerCase());
+  const unknown = columns.filter((c) => !CSV_COLUMNS.includes(c));
+  if (unknown.length > 0) throw new AdminError(`unknown column(s) ${unknown.join(", ")}; the columns are ${CSV_COLUMNS.join(", ")}`);
+  if (!columns.includes("email")) throw new AdminError("the file needs an email column");
+  if (new Set(columns).size !== columns.length) throw new AdminError("a column appears twice in the header");
+
+  const state = currentState(args);
+  const countryCodes = allowedCountryCodes();
+  const rows = [];
+  const refused = [];
+  const emailsSeen = new Map();
+  const phonesSeen = new Map();
+  const phoneHolders = new Map([...state.users.values()].filter((u) => u.phone).map((u) => [u.phone, u.email]));
+  const planned = new Map();
+  for (const { line, cells } of records) {
+    const raw = Object.fromEntries(columns.map((c, i) => [c, cells[i] ?? ""]));
+    const refuse = (reason) => refused.push({ line, email: raw.email.trim(), reason });
+    if (cells.length !== columns.length) {
+      refuse(`has ${cells.length} fields, the header ${columns.length}`);
+      continue;
+    }
+    const email = checkField("email", raw.email);
+    if (!email.ok) {
+      refuse(email.message);
+      continue;
+    }
+    const current = state.users.get(email.value);
+    const row = { line, email: email.value };
+    const problems = [];
+    if (emailsSeen.has(email.value)) problems.push(`the same email as line ${emailsSeen.get(email.value)}`);
+    emailsSeen.set(email.value, line);
+    if (columns.includes("phone") && raw.phone.trim() !== "") {
+      const phone = checkField("phone_number", raw.phone, countryCodes);
+      if (!phone.ok) problems.push(phone.message);
+      else row.phone = phone.value;
+    } else row.phone = columns.includes("phone") ? "" : (current?.phone ?? "");
+    for (const name of ["first_name", "last_name", "branch", "designation"]) {
+      if (!columns.includes(name)) {
+        row[name] = current?.[name] ?? "";
+        continue;
+      }
+      const checked = cellText(raw[name], name);
+      if (checked.error) problems.push(checked.error);
+      else row[name] = checked.text;
+    }
+    if (columns.includes("groups")) {
+      const names = [...new Set(raw.groups.split(";").map((g) => g.trim()).filter((g) => g !== ""))].sort();
+      const missing = names.filter((g) => !state.groups.has(g));
+      if (missing.length > 0) problems.push(`no group has the name ${missing.map((g) => JSON.stringify(g)).join(", ")} (create it with set-group)`);
+      row.groups = names;
+    } else row.groups = current?.groups ?? [];
+    if (row.phone) {
+      const holder = phoneHolders.get(row.phone);
+      const movedAway = holder && planned.has(holder) && planned.get(holder).phone !== row.phone;
+      if (holder && holder !== email.value && !movedAway) {
+        problems.push(`another user (${holder}) already has the phone number ${row.phone}`);
+      }
+      if (phonesSeen.has(row.phone)) problems.push(`the same phone number as line ${phonesSeen.get(row.phone)}`);
+      phonesSeen.set(row.phone, line);
+    }
+    if (problems.length > 0) {
+      refuse(problems.join("; "));
+      continue;
+    }
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    row.change = !current
+      ? "create"
+      : ["phone", "first_name", "last_name", "branch", "designation"].every((k) => current[k] === row[k]) && same(current.groups, row.groups)
+        ? "unchanged"
+        : "update";
+    const employee = row.groups.some((g) => state.groups.get(g));
+    row.losesAccess = Boolean(current?.may_log_in) && !employee;
+    rows.push(row);
+    planned.set(row.email, row);
+  }
+  return { rows, refused };
+}
+
+/** Rows per INSERT: wrangler parses and sends each statement on its own, which costs far more than SQLite's work. */
+const IMPORT_CHUNK = 100;
+
+/**
+ * INSERTs into admin_imports, up to IMPORT_CHUNK rows each. Its trigger applies each row completely or not at all,
+ * and one statement is atomic, so a chunk is applied whole or not at all.
+ */
+function importStatements(rows) {
+  const statements = [];
+  for (let i = 0; i < rows.length; i += IMPORT_CHUNK) {
+    const values = rows.slice(i, i + IMPORT_CHUNK).map(
+      (row) => `(${[row.email, row.first_name, row.last_name, row.phone, row.branch, row.designation, JSON.stringify(row.groups)].map(sql).join(", ")})`,
+    );
+    statements.push(
+      `INSERT INTO admin_imports (email, first_name, last_name, phone_number, branch, designation, groups) VALUES\n${values.join(",\n")};`,
+    );
+  }
+  return statements;
+}
+
+function importUsers(args) {
+  const started = Date.now();
+  const { rows, refused } = planImport(args, args.file);
+  const count = (kind) => rows.filter((r) => r.change === kind).length;
+  const losing = rows.filter((r) => r.losesAccess && r.change !== "unchanged");
+  const summary = { create: count("create"), update: count("update"), unchanged: count("unchanged"), refused: refused.length, lose_access: losing.map((r) => r.email) };
+  if (refused.length > 0) {
+    if (args.json) process.stdout.write(`${JSON.stringify({ applied: false, ...summary, refused_rows: refused }, null, 2)}\n`);
+    else {
+      console.log(`admin: ${refused.length} row(s) of ${args.file} refused; nothing was imported:`);
+      print(args, refused.map((r) => ({ line: r.line, email: r.email, reason: r.reason })), ["line", "email", "reason"]);
+    }
+    throw new AdminError(`fix the refused row(s) and import again; no row was applied`);
+  }
+  const changed = rows.filter((r) => r.change !== "unchanged");
+  if (args.flags.has("dry-run") || changed.length === 0) {
+    const verb = args.flags.has("dry-run") ? "would" : "will";
+    if (args.json) process.stdout.write(`${JSON.stringify({ applied: false, dry_run: args.flags.has("dry-run"), ...summary }, null, 2)}\n`);
+    else {
+      console.log(`admin: ${args.file}: ${summary.create} to create, ${summary.update} to update, ${summary.unchanged} unchanged${args.flags.has("dry-run") ? " (dry run: nothing written)" : ""}`);
+      for (const r of losing) console.log(`admin: ${r.email} ${verb} lose access (no employee group left); their sessions ${verb} end`);
+    }
+    return;
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), "admin-import-"));
+  try {
+    const file = path.join(dir, "import.sql");
+    writeFileSync(file, importStatements(changed).join("\n"));
+    const target = args.remote ? ["--remote"] : ["--local", ...(args.persistTo ? ["--persist-to", args.persistTo] : [])];
+    const result = d1Execute(["DB", ...target, "--yes", "--file", file]);
+    if (result.status !== 0) {
+      throw d1Refusal(`${result.stdout ?? ""}${result.stderr ?? ""}`.trim().split("\n").slice(-5).join("\n"));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  let ended = 0;
+  if (losing.length > 0) {
+    const { sessions } = revokeUserAccess({ emails: losing.map((r) => r.email), reason: "import removed the last employee group", remote: args.remote, persistTo: args.persistTo });
+    ended = sessions.length;
+  }
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  if (args.json) process.stdout.write(`${JSON.stringify({ applied: true, ...summary, sessions_ended: ended, seconds: Number(seconds) }, null, 2)}\n`);
+  else {
+    console.log(`admin: imported ${args.file}: ${summary.create} created, ${summary.update} updated, ${summary.unchanged} unchanged, in ${seconds} s`);
+    for (const r of losing) console.log(`admin: ${r.email} can no longer log in (no employee group left)`);
+    if (losing.length > 0) console.log(`admin: ${ended} open session(s) ended`);
+  }
+}
+
+function exportUsers(args) {
+  const state = currentState(args);
+  const lines = [CSV_COLUMNS.join(",")];
+  for (const u of state.users.values()) {
+    lines.push([u.email, u.phone, u.first_name, u.last_name, u.branch, u.designation, u.groups.join(";")].map(csvCell).join(","));
+  }
+  const text = `${lines.join("\r\n")}\r\n`;
+  if (args.file === undefined) process.stdout.write(text);
+  else {
+    writeFileSync(args.file, text);
+    console.error(`admin: exported ${state.users.size} user(s) to ${args.file}`);
+  }
+}
+
 // ---- Main --------------------------------------------------------------------------------------------------------
 
 function main() {
@@ -472,4 +743,4 @@ function main() {
   }
 }
 
-main();
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main();

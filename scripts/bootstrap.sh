@@ -12,6 +12,11 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   timeout 900 rustup target add wasm32-unknown-unknown
 fi
 
+if ! cargo clippy --version >/dev/null 2>&1; then
+  say "adding clippy"
+  timeout 900 rustup component add clippy
+fi
+
 # Must equal the wasm-bindgen version pinned in Cargo.toml.
 if ! wasm-bindgen --version 2>/dev/null | grep -q ' 0\.2\.130$'; then
   say "installing wasm-bindgen-cli 0.2.130 (about two minutes, once)"

@@ -13,7 +13,7 @@
 import path from "node:path";
 import { existsSync } from "node:fs";
 
-import { ROOT, WRANGLER_BIN, spawnWrangler } from "./lib/wrangler.mjs";
+import { ROOT, WRANGLER_BIN, d1Execute, spawnWrangler } from "./lib/wrangler.mjs";
 
 const WRANGLER_LINK = path.join(ROOT, "node_modules", ".bin", "wrangler");
 
@@ -102,7 +102,8 @@ function wrangler(args, { capture = false } = {}) {
     process.stderr.write(`setup: wrangler not found at ${WRANGLER_LINK}; run \`npm install\` first.\n`);
     process.exit(1);
   }
-  const result = spawnWrangler(args, { stdio: capture ? ["ignore", "pipe", "pipe"] : "inherit" });
+  const options = { stdio: capture ? ["ignore", "pipe", "pipe"] : "inherit" };
+  const result = args[1] === "execute" ? d1Execute(args.slice(2), options) : spawnWrangler(args, options);
   if (result.error) {
     process.stderr.write(`setup: could not run wrangler: ${result.error.message}\n`);
     process.exit(1);

@@ -7,8 +7,17 @@ sh scripts/bootstrap.sh
 PATH="$PWD/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
-echo "==> cargo test (core, adapters' request formats, HTTP parsing)"
-cargo test --lib --bins --locked
+echo "==> cargo clippy (every target, the login Worker and the provisioning Worker; warnings are errors)"
+cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features scim -- -D warnings
+
+echo "==> cargo test (the login use cases and SCIM on the production SQL in SQLite, request formats, HTTP parsing)"
+cargo test --lib --bins --locked --features scim
+cargo test --quiet --manifest-path tools/admin-check/Cargo.toml --locked
+
+echo "==> wasm-bindgen-test (the runtime adapters compiled to wasm32, run under Node)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --locked --target wasm32-unknown-unknown --test runtime
 
 echo "==> end-to-end tests (built worker under wrangler dev, mock Resend and Twilio)"
 node --test --test-concurrency=1 --test-timeout=300000 "tests/e2e/**/*.test.mjs"

@@ -21,7 +21,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { WRANGLER_BIN, spawnWrangler } from "./wrangler.mjs";
+import { WRANGLER_BIN, d1Execute, spawnWrangler } from "./wrangler.mjs";
 
 function sqlString(value) {
   return `'${String(value).replaceAll("'", "''")}'`;
@@ -29,7 +29,7 @@ function sqlString(value) {
 
 function wrangler(args) {
   if (!existsSync(WRANGLER_BIN)) throw new Error("wrangler is not installed; run `sh scripts/bootstrap.sh` first");
-  const result = spawnWrangler(args);
+  const result = args[0] === "d1" && args[1] === "execute" ? d1Execute(args.slice(2)) : spawnWrangler(args);
   if (result.error) throw new Error(`could not run wrangler: ${result.error.message}`);
   if (result.status !== 0) {
     throw new Error(`\`wrangler ${args.slice(0, 3).join(" ")}\` failed (exit ${result.status}):\n${result.stdout}${result.stderr}`);
@@ -37,22 +37,27 @@ function wrangler(args) {
   return result.stdout;
 }
 
-/** The SQL that records the events and revokes the sessions; the last statement returns the KV keys. */
-export function revocationSql({ userId = null, email = null, reason }) {
-  if ((userId === null) === (email === null)) throw new Error("revokeUserAccess needs exactly one of userId and email");
+/**
+ * The SQL that records the events and revokes the sessions; the last statement returns the KV keys. `emails` (a
+ * list) ends the sessions of several users in the same two statements.
+ */
+export function revocationSql({ userId = null, email = null, emails = null, reason }) {
+  const given = [userId, email, emails].filter((v) => v !== null).length;
+  if (given !== 1) throw new Error("revokeUserAccess needs exactly one of userId, email and emails");
   if (userId !== null && !Number.isSafeInteger(userId)) throw new Error(`userId must be an integer, not ${userId}`);
-  const user = userId !== null ? String(userId) : `(SELECT id FROM users WHERE email = lower(trim(${sqlString(email)})))`;
+  const list = (emails ?? [email]).map((e) => `lower(trim(${sqlString(e)}))`).join(", ");
+  const user = userId !== null ? `= ${userId}` : `IN (SELECT id FROM users WHERE email IN (${list || "NULL"}))`;
   const why = sqlString(reason);
   return [
     `INSERT INTO login_events (occurred_at, event, user_id, detail) ` +
       `SELECT unixepoch(), 'revoked', user_id, 'session ' || id || ': ' || ${why} FROM sessions ` +
-      `WHERE user_id = ${user} AND revoked_at IS NULL`,
+      `WHERE user_id ${user} AND revoked_at IS NULL`,
     `UPDATE sessions SET revoked_at = unixepoch(), revoked_reason = ${why} ` +
-      `WHERE user_id = ${user} AND revoked_at IS NULL RETURNING id`,
+      `WHERE user_id ${user} AND revoked_at IS NULL RETURNING id`,
     // Every access token of the user's revoked sessions that has not expired (a session can hold more than one, and
     // an earlier run may have failed to delete some): deleting again is harmless.
     `SELECT 'session:' || a.digest AS kv_key FROM access_tokens a JOIN sessions s ON s.id = a.session_id ` +
-      `WHERE s.user_id = ${user} AND s.revoked_at IS NOT NULL AND a.expires_at > unixepoch()`,
+      `WHERE s.user_id ${user} AND s.revoked_at IS NOT NULL AND a.expires_at > unixepoch()`,
   ].join(";\n");
 }
 
@@ -61,10 +66,11 @@ export function revocationSql({ userId = null, email = null, reason }) {
  * access tokens from KV. Local by default (`persistTo` as for `wrangler dev --persist-to`), `remote: true` for the
  * deployed database and namespace. Returns { sessions: [ids], keysDeleted }.
  */
-export function revokeUserAccess({ userId = null, email = null, reason = "revoked by an administrator", remote = false, persistTo = null } = {}) {
+export function revokeUserAccess({ userId = null, email = null, emails = null, reason = "revoked by an administrator", remote = false, persistTo = null } = {}) {
   if (remote && persistTo) throw new Error("persistTo only applies to local state, not remote");
   const target = remote ? ["--remote"] : ["--local", ...(persistTo ? ["--persist-to", persistTo] : [])];
-  const out = wrangler(["d1", "execute", "DB", ...target, "--yes", "--json", "--command", revocationSql({ userId, email, reason })]);
+  const sql = revocationSql({ userId, email, emails, reason });
+  const out = wrangler(["d1", "execute", "DB", ...target, "--yes", "--json", "--command", sql]);
   let results;
   try {
     results = JSON.parse(out.slice(out.search(/^[[{]/m)));

@@ -32,3 +32,29 @@ export function spawnWrangler(args, options = {}) {
     },
   });
 }
+
+/** What the local database says when another process (e.g. `wrangler dev`) holds its write lock. */
+const BUSY = /SQLITE_BUSY|database is locked/i;
+/** How long a local write waits for the lock in all before it gives up. */
+const BUSY_DEADLINE_MS = 30_000;
+
+function sleep(ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * `wrangler d1 execute …args` (arguments after `execute`), retried while the local database is locked by another
+ * writer. The local D1 is one SQLite file: `wrangler dev` writes it for every request it serves, and a second
+ * writer that arrives meanwhile gets SQLITE_BUSY at once, with nothing written (the whole command is refused, not
+ * part of it), so running the same command again is safe. It waits 100 ms, then twice as long each time (at most
+ * 2 s), for up to 30 s in all. Returns spawnSync's result of the last attempt.
+ */
+export function d1Execute(args, options = {}) {
+  const started = Date.now();
+  for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
+    const result = spawnWrangler(["d1", "execute", ...args], options);
+    const busy = result.status !== 0 && BUSY.test(`${result.stdout ?? ""}${result.stderr ?? ""}`);
+    if (!busy || Date.now() - started + wait > BUSY_DEADLINE_MS) return result;
+    sleep(wait + Math.floor(Math.random() * wait));
+  }
+}

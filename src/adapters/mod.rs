@@ -6,6 +6,8 @@ pub mod delivery;
 pub mod kv;
 pub mod meter;
 pub mod runtime;
+#[cfg(feature = "scim")]
+pub mod scim;
 pub mod sql;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 pub mod sqlite;

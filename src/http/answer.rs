@@ -22,10 +22,15 @@ impl Answer {
     /// `body` as JSON, with the headers every JSON answer carries. Answers hold codes' metadata and tokens: never
     /// cached.
     pub fn json(status: u16, body: &Value) -> Answer {
+        Answer::json_as(status, body, "application/json")
+    }
+
+    /// Like [`Answer::json`], with another JSON media type (`application/scim+json`).
+    pub fn json_as(status: u16, body: &Value, content_type: &'static str) -> Answer {
         Answer {
             status,
             headers: vec![
-                ("Content-Type", "application/json".into()),
+                ("Content-Type", content_type.into()),
                 ("Cache-Control", "no-store".into()),
                 ("X-Content-Type-Options", "nosniff".into()),
             ],

@@ -1,4 +1,4 @@
-//! The service's settings, read from vars and secrets (SPEC §3, README "Configuration").
+//! The service's settings, read from vars and secrets (README "Configuration").
 
 use std::rc::Rc;
 
@@ -11,6 +11,8 @@ use crate::login::{Clock, MessageSettings, Policy, TestLoginRules, TestLogins, N
 
 use super::cors::Cors;
 use super::gateway::Gateway;
+#[cfg(feature = "scim")]
+use super::scim::ScimSettings;
 
 pub struct Config {
     pub messages: MessageSettings,
@@ -33,6 +35,9 @@ pub struct Config {
     /// Whether answers carry `X-Storage-Ops` and the log gets a `storage-ops` line per request (`STORAGE_METRICS`,
     /// for the benchmark and the budget test). Never true in production.
     pub storage_metrics: bool,
+    /// The SCIM endpoints: set when `SCIM_TOKEN` is.
+    #[cfg(feature = "scim")]
+    pub scim: Option<ScimSettings>,
 }
 
 /// A setting is missing or out of range: the deployment is broken, and every request says so in the log.
@@ -193,7 +198,12 @@ impl Config {
             None => None,
         };
 
+        #[cfg(feature = "scim")]
+        let scim = ScimSettings::from_env(env, policy.ip_window_seconds)?;
+
         Ok(Config {
+            #[cfg(feature = "scim")]
+            scim,
             event_retention_seconds: 86_400 * number(env, "EVENT_RETENTION_DAYS", 90, 1..=3650)?,
             session_retention_seconds: 86_400 * number(env, "SESSION_RETENTION_DAYS", 30, 1..=3650)?,
             gateway,

@@ -47,6 +47,12 @@ impl Incoming {
         &self.path
     }
 
+    /// The whole URL, query included (the SCIM routes read their query from it).
+    #[cfg(feature = "scim")]
+    pub fn url(&self) -> String {
+        self.raw.url()
+    }
+
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).ok().flatten()
     }

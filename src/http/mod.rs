@@ -10,6 +10,8 @@ mod gateway;
 mod incoming;
 #[cfg(test)]
 mod properties;
+#[cfg(feature = "scim")]
+mod scim;
 
 use serde_json::{json, Value};
 use worker::{event, web_sys, Context, Env, ScheduleContext, ScheduledEvent};
@@ -190,6 +192,13 @@ const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
 async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter: &Meter) -> Result<Reply, ApiError> {
     let path = req.path();
+    #[cfg(feature = "scim")]
+    if let (true, Some(settings)) = (scim::is_scim_path(path), &config.scim) {
+        // Boxed: the SCIM state machine stays out of every login request's future.
+        let scim: std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + '_>> =
+            Box::pin(scim::handle(req, env, settings, &config.phone_calling_codes, meter));
+        return Ok(Reply::Own(scim.await));
+    }
     if !is_auth_path(path) {
         let Some(gateway) = &config.gateway else { return Err(ApiError::NotFound) };
         // Authenticating records no event: the request's origin is never written.

@@ -13,7 +13,7 @@ import { ROOT, SEED, startWorker } from "./support/worker.mjs";
 
 const ADMIN = path.join(ROOT, "scripts", "admin.mjs");
 const REFRESH = "/auth/api/mobile/refresh/";
-// The first call builds src/bin/admin-check.rs for the host.
+// Generous: each call runs one to three wrangler processes.
 const ADMIN_TIMEOUT_MS = 240_000;
 const T = { timeout: 300_000 };
 
@@ -173,7 +173,7 @@ describe("administration and audit", { timeout: 900_000 }, () => {
 
   test("a change that fails part-way leaves nothing half-written", T, async () => {
     // The admin view's trigger inserts the user, then the profile; the profile's CHECK refuses a number that is not
-    // E.164 (admin-check never lets one through, so this goes to the view directly). The user row must not stay.
+    // E.164 (the admin command never lets one through, so this goes to the view directly). The user row must not stay.
     await assert.rejects(
       worker.d1(`INSERT INTO admin_user_changes (mode, email, phone_number, group_name)
                  VALUES ('add', 'half@example.com', '0770', 'Employees')`),

@@ -182,6 +182,14 @@ describe("the OpenAPI document", { timeout: 300_000 }, () => {
     await post(PATHS.verify, { email: who.email, otp_code: wrongCode(code, 2) }, { ip }); // otp_locked
     await post(PATHS.verify, { email: who.email, otp_code: code }, { ip }); // still otp_locked
     await post(PATHS.generate, { email: who.email }, { ip: "198.51.100.4" }); // otp_locked on a code request
+    // An account at the consecutive-failure ceiling waits for an administrator: account_locked, on verify and on a
+    // code request. (Reaching it by guessing takes days of lockouts; the row is what 30 wrong codes leave.)
+    const held = SEED.employees[13];
+    await worker.d1(
+      `INSERT INTO guess_counters (subject, failures, locked_until, held) SELECT 'user:' || id, 30, 0, 1 FROM users WHERE email = '${held.email}'`,
+    );
+    await post(PATHS.generate, { email: held.email }, { ip: "198.51.100.6" }); // account_locked
+    await post(PATHS.verify, { email: held.email, otp_code: "123456" }, { ip: "198.51.100.6" }); // account_locked
 
     for (const [urlPath, body] of [
       [PATHS.generate, { email: "not-an-address" }],

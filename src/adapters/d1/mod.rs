@@ -9,6 +9,8 @@
 //! and revocation), [`audit`] (the login events), [`retention`] (the daily cleanup).
 
 mod audit;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod boundaries;
 mod challenges;
 mod retention;
 mod sessions;

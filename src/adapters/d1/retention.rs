@@ -18,6 +18,8 @@ DELETE FROM otp_challenges WHERE expires_at < ?1 AND issued_at < ?1 - 3600 AND w
 
 /// Audit rows past the retention period: ?1 now, ?2 retention in seconds.
 const PURGE_EVENTS: &str = "DELETE FROM login_events WHERE occurred_at < ?1 - ?2";
+/// The provisioning audit trail (SCIM and imports) follows the same retention.
+const PURGE_PROVISIONING_EVENTS: &str = "DELETE FROM provisioning_events WHERE occurred_at < ?1 - ?2";
 
 /// Sessions revoked, or expired, more than ?2 seconds before ?1, with their refresh tokens (which can then only
 /// answer "invalid", as any unknown token does).
@@ -56,12 +58,13 @@ impl<X: Database> D1<X> {
                 Statement::new(PURGE_ACCESS_TOKENS, vec![int(now.0)]),
                 Statement::new(PURGE_REFRESH_TOKENS, vec![int(now.0), int(session_retention_seconds)]),
                 Statement::new(PURGE_SESSIONS, vec![int(now.0), int(session_retention_seconds)]),
+                Statement::new(PURGE_PROVISIONING_EVENTS, vec![int(now.0), int(retention_seconds)]),
             ])
             .await?;
         Ok(Purged {
             counters: results.changes(0)?,
             challenges: results.changes(1)?,
-            events: results.changes(2)?,
+            events: results.changes(2)? + results.changes(6)?,
             sessions: results.changes(5)?,
         })
     }

@@ -147,18 +147,22 @@ function run(cmd, args, { timeoutMs, env, label }) {
   });
 }
 
-let buildPromise = null;
-/** Builds the worker once per test process (`sh scripts/build.sh`). E2E_SKIP_BUILD=1 skips it. */
-export function ensureBuilt() {
+const buildPromises = new Map();
+/**
+ * Builds a worker once per test process (`sh scripts/build.sh`, or `sh scripts/build.sh scim` for the provisioning
+ * Worker). E2E_SKIP_BUILD=1 skips it.
+ */
+export function ensureBuilt(variant = "login") {
   if (process.env.E2E_SKIP_BUILD === "1") return Promise.resolve();
-  if (!buildPromise) {
+  if (!buildPromises.has(variant)) {
     const script = path.join(ROOT, "scripts", "build.sh");
     if (!existsSync(script)) return Promise.reject(new Error(`${script} does not exist; cannot build the worker`));
     const env = childEnv();
     delete env.SKIP_WORKER_BUILD;
-    buildPromise = run("sh", [script], { timeoutMs: BUILD_TIMEOUT_MS, env, label: "sh scripts/build.sh" });
+    const args = variant === "scim" ? [script, "scim"] : [script];
+    buildPromises.set(variant, run("sh", args, { timeoutMs: BUILD_TIMEOUT_MS, env, label: `sh ${args.join(" ")}` }));
   }
-  return buildPromise;
+  return buildPromises.get(variant);
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on right now. */
@@ -230,9 +234,10 @@ function envFileLine(key, value) {
  * Starts `wrangler dev` for the built worker with a fresh, seeded local D1.
  * options.vars: worker vars/secrets (strings), over BASE_VARS. options.extraSeed: false to skip the harness's
  * extra accounts. options.sql: more SQL to run before starting. options.devArgs: more `wrangler dev` arguments.
+ * options.variant: "login" (wrangler.toml) or "scim" (wrangler.scim.toml: the same service with SCIM built in).
  */
-export async function startWorker({ vars = {}, extraSeed = true, sql = null, devArgs = [] } = {}) {
-  await ensureBuilt();
+export async function startWorker({ vars = {}, extraSeed = true, sql = null, devArgs = [], variant = "login" } = {}) {
+  await ensureBuilt(variant);
   const tmp = await mkdtemp(path.join(os.tmpdir(), "otp-e2e-"));
   liveTempDirs.add(tmp);
   const persistDir = path.join(tmp, "state");
@@ -294,6 +299,7 @@ export async function startWorker({ vars = {}, extraSeed = true, sql = null, dev
     const inspectorPort = await freePort();
     const args = [
       WRANGLER_BIN, "dev",
+      ...(variant === "scim" ? ["--config", "wrangler.scim.toml"] : []),
       "--ip", "127.0.0.1",
       "--port", String(port),
       "--inspector-port", String(inspectorPort),
