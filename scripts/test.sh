@@ -19,5 +19,12 @@ echo "==> wasm-bindgen-test (the runtime adapters compiled to wasm32, run under 
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --locked --target wasm32-unknown-unknown --test runtime
 
+echo "==> building the login Worker and the provisioning Worker once for every end-to-end test file"
+# A cold build of each takes minutes on a small machine; inside a test file it would count against that file's
+# time limit.
+sh scripts/build.sh
+sh scripts/build.sh scim
+export E2E_SKIP_BUILD=1
+
 echo "==> end-to-end tests (built worker under wrangler dev, mock Resend and Twilio)"
 node --test --test-concurrency=1 --test-timeout=300000 "tests/e2e/**/*.test.mjs"
