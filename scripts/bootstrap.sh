@@ -33,6 +33,13 @@ if ! worker-build --version 2>/dev/null | grep -q '0\.8\.7'; then
   cargo install --locked worker-build --version 0.8.7
 fi
 
+# Debian's Chromium for the browser test (tests/e2e/browser.test.mjs drives it with playwright-core; never
+# `npx playwright install`, which downloads a browser from outside the package registries).
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing chromium (Debian package, for the browser test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # node_modules/.package-lock.json is npm's record of the last install.
 if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm packages (wrangler, Node 22, binaryen)"

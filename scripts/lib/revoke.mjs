@@ -9,11 +9,12 @@
 //
 // Two wrangler calls:
 //   1. `wrangler d1 execute DB`: records one 'revoked' event per live session, then one UPDATE ... RETURNING marks
-//      those sessions revoked (so their refresh tokens are dead) and returns their access tokens' KV keys;
+//      those sessions revoked (so their refresh tokens are dead), and a SELECT returns the KV keys of every
+//      unexpired access token of the user's revoked sessions (the access_tokens table lists them all);
 //   2. `wrangler kv bulk delete --binding AUTH_KV`: deletes those keys, so the access tokens stop working at once
 //      where KV is read next (other Cloudflare locations may serve a cached copy for up to 60 s).
 // The KV key format ('session:' + SHA-256 of the token, hex) mirrors src/adapters/kv.rs. Running it twice is
-// harmless: the second run finds no live session.
+// harmless: the second run ends no session and deletes the same keys again.
 
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -52,7 +53,11 @@ export function revocationSql({ userId = null, email = null, emails = null, reas
       `SELECT unixepoch(), 'revoked', user_id, 'session ' || id || ': ' || ${why} FROM sessions ` +
       `WHERE user_id ${user} AND revoked_at IS NULL`,
     `UPDATE sessions SET revoked_at = unixepoch(), revoked_reason = ${why} ` +
-      `WHERE user_id ${user} AND revoked_at IS NULL RETURNING id, 'session:' || access_digest AS kv_key`,
+      `WHERE user_id ${user} AND revoked_at IS NULL RETURNING id`,
+    // Every access token of the user's revoked sessions that has not expired (a session can hold more than one, and
+    // an earlier run may have failed to delete some): deleting again is harmless.
+    `SELECT 'session:' || a.digest AS kv_key FROM access_tokens a JOIN sessions s ON s.id = a.session_id ` +
+      `WHERE s.user_id ${user} AND s.revoked_at IS NOT NULL AND a.expires_at > unixepoch()`,
   ].join(";\n");
 }
 
@@ -72,8 +77,8 @@ export function revokeUserAccess({ userId = null, email = null, emails = null, r
   } catch {
     throw new Error(`wrangler d1 execute printed no JSON:\n${out}`);
   }
-  const rows = results[results.length - 1]?.results ?? [];
-  const keys = rows.map((r) => r.kv_key).filter((k) => typeof k === "string");
+  const ended = results[results.length - 2]?.results ?? [];
+  const keys = (results[results.length - 1]?.results ?? []).map((r) => r.kv_key).filter((k) => typeof k === "string");
   if (keys.length > 0) {
     const dir = mkdtempSync(path.join(os.tmpdir(), "revoke-"));
     try {
@@ -84,7 +89,7 @@ export function revokeUserAccess({ userId = null, email = null, emails = null, r
       rmSync(dir, { recursive: true, force: true });
     }
   }
-  return { sessions: rows.map((r) => r.id), keysDeleted: keys.length };
+  return { sessions: ended.map((r) => r.id), keysDeleted: keys.length };
 }
 
 function main(argv) {

@@ -1,11 +1,12 @@
-//! Codes and access tokens in Workers KV. Values carry their own expiry, which the use cases check; the KV TTL only
-//! cleans up. Nothing here needs to be exact under concurrency: the counters and one-time flags live in D1.
+//! Access tokens in Workers KV. Values carry a format version and their own expiry, which the use cases check; the
+//! KV TTL only cleans up. Nothing here needs to be exact or fresh: KV may serve a value (or a miss) cached for up to
+//! 60 s at a location, so every rule that needs the current state reads D1 instead.
 
 use worker::kv::KvStore;
 
 use super::meter::Meter;
-use crate::domain::{Identifier, TokenDigest};
-use crate::login::{AccessTokens, CodeVault, Session, StoreError, StoredCode};
+use crate::domain::TokenDigest;
+use crate::login::{AccessTokens, Session, StoreError};
 
 /// The `AUTH_KV` namespace. The binding is private: every KV call goes through the methods below, which report it
 /// to the request's [`Meter`].
@@ -13,10 +14,6 @@ use crate::login::{AccessTokens, CodeVault, Session, StoreError, StoredCode};
 pub struct Kv {
     store: KvStore,
     meter: Meter,
-}
-
-fn code_key(identifier: &Identifier) -> String {
-    format!("otp:{}", identifier.key())
 }
 
 /// The access token's key; `scripts/lib/revoke.mjs` deletes these by the digests D1 returns.
@@ -32,39 +29,20 @@ impl Kv {
     pub fn new(store: KvStore, meter: Meter) -> Kv {
         Kv { store, meter }
     }
-
-    async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T, ttl_seconds: u64) -> Result<(), StoreError> {
-        let json = serde_json::to_string(value).map_err(store_error)?;
-        self.meter.kv_write();
-        self.store.put(key, json).map_err(store_error)?.expiration_ttl(ttl_seconds).execute().await.map_err(store_error)
-    }
-
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        self.meter.kv_read();
-        match self.store.get(key).text().await.map_err(store_error)? {
-            Some(text) => serde_json::from_str(&text).map(Some).map_err(store_error),
-            None => Ok(None),
-        }
-    }
-}
-
-impl CodeVault for Kv {
-    async fn put(&self, identifier: &Identifier, code: &StoredCode, ttl_seconds: u64) -> Result<(), StoreError> {
-        self.put_json(&code_key(identifier), code, ttl_seconds).await
-    }
-
-    async fn get(&self, identifier: &Identifier) -> Result<Option<StoredCode>, StoreError> {
-        self.get_json(&code_key(identifier)).await
-    }
 }
 
 impl AccessTokens for Kv {
     async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError> {
-        self.put_json(&session_key(token), session, ttl_seconds).await
+        self.meter.kv_write();
+        let put = self.store.put(&session_key(token), session.encode()).map_err(store_error)?;
+        put.expiration_ttl(ttl_seconds).execute().await.map_err(store_error)
     }
 
+    /// A value this code cannot use (corrupt, or of a shape it does not know) is no token: the client gets a 401.
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError> {
-        self.get_json(&session_key(token)).await
+        self.meter.kv_read();
+        let text = self.store.get(&session_key(token)).text().await.map_err(store_error)?;
+        Ok(text.as_deref().and_then(Session::decode))
     }
 
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError> {

@@ -145,12 +145,14 @@ fn record_revocations() -> String {
     )
 }
 
-/// Ends those sessions and returns their access tokens' digests: ?1 candidates, ?2 now, ?3 reason.
+/// Ends those sessions and returns, one row per session, the digests of every access token it holds that has not
+/// expired (a session can hold two after a retried refresh), comma-separated: ?1 candidates, ?2 now, ?3 reason.
 fn revoke_sessions() -> String {
     format!(
         "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 \
          WHERE revoked_at IS NULL AND user_id IN (SELECT value FROM json_each(?1)) AND user_id NOT IN ({MAY_LOG_IN}) \
-         RETURNING access_digest AS v"
+         RETURNING COALESCE((SELECT group_concat(digest) FROM access_tokens \
+           WHERE session_id = sessions.id AND expires_at > ?2), access_digest) AS v"
     )
 }
 
@@ -215,7 +217,8 @@ fn objects(results: &impl BatchResults, index: usize) -> Result<Vec<Value>, Stor
 }
 
 fn digests(results: &impl BatchResults, index: usize) -> Result<Vec<TokenDigest>, StoreError> {
-    Ok(texts(results, index)?.into_iter().map(TokenDigest).collect())
+    let listed = texts(results, index)?;
+    Ok(listed.iter().flat_map(|v| v.split(',')).map(|digest| TokenDigest(digest.to_owned())).collect())
 }
 
 fn string(row: &Value, key: &str) -> Option<String> {

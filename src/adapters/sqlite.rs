@@ -41,7 +41,22 @@ fn column_value(value: ValueRef<'_>) -> Result<Value, StoreError> {
 
 impl Sqlite {
     /// A new database with the schema of every migration, in file-name order, and D1's foreign-key enforcement.
+    /// The migrations run once per thread; each database is a copy of that one.
     pub fn migrated() -> Sqlite {
+        thread_local! {
+            static TEMPLATE: Connection = Sqlite::migrate();
+        }
+        let mut conn = Connection::open_in_memory().expect("in-memory SQLite");
+        TEMPLATE.with(|template| {
+            let backup = rusqlite::backup::Backup::new(template, &mut conn).expect("copy of the migrated schema");
+            backup.run_to_completion(1 << 20, std::time::Duration::ZERO, None).expect("copy of the migrated schema");
+        });
+        conn.execute_batch("PRAGMA foreign_keys = ON;").expect("foreign keys");
+        conn.set_prepared_statement_cache_capacity(128);
+        Sqlite(Rc::new(RefCell::new(conn)))
+    }
+
+    fn migrate() -> Connection {
         let conn = Connection::open_in_memory().expect("in-memory SQLite");
         conn.execute_batch("PRAGMA foreign_keys = ON;").expect("foreign keys");
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
@@ -55,12 +70,34 @@ impl Sqlite {
             let sql = std::fs::read_to_string(&file).expect("readable migration");
             conn.execute_batch(&sql).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         }
-        Sqlite(Rc::new(RefCell::new(conn)))
+        conn
     }
 
     /// Runs setup or inspection SQL outside the service's statements (the tests' D1 console).
     pub fn execute(&self, sql: &str) {
         self.0.borrow().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The single text a query returns.
+    pub fn text(&self, sql: &str) -> String {
+        self.0.borrow().query_row(sql, [], |row| row.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The first column of every row a query returns, as text.
+    pub fn texts(&self, sql: &str) -> Vec<String> {
+        let conn = self.0.borrow();
+        let mut statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let rows = statement.query_map([], |row| row.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.map(|row| row.unwrap_or_else(|e| panic!("{sql}: {e}"))).collect()
+    }
+
+    /// The first two columns of every row a query returns, as integers.
+    pub fn pairs(&self, sql: &str) -> Vec<(i64, i64)> {
+        let conn = self.0.borrow();
+        let mut statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let rows =
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.map(|row| row.unwrap_or_else(|e| panic!("{sql}: {e}"))).collect()
     }
 
     /// The single integer a query returns.
@@ -69,7 +106,7 @@ impl Sqlite {
     }
 
     fn run(conn: &Connection, statement: &Statement) -> Result<(Vec<Map<String, Value>>, usize), StoreError> {
-        let mut prepared = conn.prepare(&statement.sql).map_err(store_error)?;
+        let mut prepared = conn.prepare_cached(&statement.sql).map_err(store_error)?;
         let writes = !prepared.readonly();
         let names: Vec<String> = prepared.column_names().map(str::to_owned).collect();
         let params = rusqlite::params_from_iter(statement.params.iter());

@@ -9,15 +9,19 @@ pub struct User {
     pub first_name: String,
     pub last_name: String,
     pub is_active: bool,
+    #[serde(default)]
     pub profile: Profile,
     /// Names of every group the user belongs to, sorted.
+    #[serde(default)]
     pub groups: Vec<String>,
-    /// Whether at least one of those groups is marked as an employee group.
+    /// Whether at least one of those groups is marked as an employee group (a snapshot without it may not log in).
+    #[serde(default)]
     pub in_employee_group: bool,
 }
 
 /// The seed's user profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Profile {
     pub phone_number: Option<String>,
     pub branch: String,

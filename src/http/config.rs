@@ -113,6 +113,8 @@ impl Config {
             ip_refresh_limit: count(env, "RATE_LIMIT_IP_REFRESHES", defaults.ip_refresh_limit, 1_000_000)?,
             access_ttl_seconds: number(env, "ACCESS_TOKEN_TTL_SECONDS", 900, 60..=86_400)?,
             refresh_ttl_seconds: 86_400 * number(env, "TOKEN_TTL_DAYS", 30, 1..=365)?,
+            session_max_seconds: 86_400 * number(env, "SESSION_MAX_DAYS", 90, 1..=365)?,
+            refresh_reuse_grace_seconds: number(env, "REFRESH_REUSE_GRACE_SECONDS", 30, 0..=300)?,
             sms_daily_cap: count(env, "SMS_DAILY_CAP", defaults.sms_daily_cap, 10_000_000)?,
         };
 

@@ -5,7 +5,9 @@ pub struct Cors {
     any: bool,
 }
 
-const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
+const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
+/// Response headers a page's script may read besides the safelisted ones: how long to wait after a 429.
+const EXPOSE_HEADERS: &str = "Retry-After";
 const ALLOW_HEADERS: &str = "Authorization, Content-Type";
 const MAX_AGE_SECONDS: &str = "86400";
 
@@ -42,6 +44,8 @@ impl Cors {
                 headers.push(("Access-Control-Allow-Methods", ALLOW_METHODS.to_owned()));
                 headers.push(("Access-Control-Allow-Headers", ALLOW_HEADERS.to_owned()));
                 headers.push(("Access-Control-Max-Age", MAX_AGE_SECONDS.to_owned()));
+            } else {
+                headers.push(("Access-Control-Expose-Headers", EXPOSE_HEADERS.to_owned()));
             }
         }
         headers
@@ -71,9 +75,14 @@ mod tests {
         assert_eq!(names(cors.headers(None, false)), ["Vary"]);
         assert_eq!(
             names(cors.headers(Some("https://app.example.com"), false)),
-            ["Vary", "Access-Control-Allow-Origin"]
+            ["Vary", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers"]
         );
-        assert_eq!(cors.headers(Some("https://app.example.com"), true).len(), 5);
+        let preflight = cors.headers(Some("https://app.example.com"), true);
+        assert_eq!(preflight.len(), 5);
+        let methods = &preflight.iter().find(|(n, _)| *n == "Access-Control-Allow-Methods").unwrap().1;
+        assert!(methods.contains("DELETE"), "{methods}");
+        let exposed = cors.headers(Some("https://app.example.com"), false);
+        assert_eq!(exposed.last().unwrap().1, "Retry-After");
         assert!(Cors::parse("", true).unwrap().headers(Some("https://app.example.com"), true).is_empty());
     }
 }

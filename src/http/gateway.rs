@@ -169,6 +169,7 @@ mod tests {
 
     fn session() -> Session {
         Session {
+            format: crate::login::SESSION_FORMAT,
             session_id: 7,
             user: User {
                 id: 42,

@@ -32,7 +32,7 @@ use error::ApiError;
 use incoming::Incoming;
 
 type Db = D1<D1Binding>;
-type EdgeLogin = Login<Db, Kv, Kv, Db, Delivery, WorkerClock, CryptoRandom, DeferredEvents<D1Binding>>;
+type EdgeLogin = Login<Db, Kv, Db, Delivery, WorkerClock, CryptoRandom, DeferredEvents<D1Binding>>;
 
 /// The API's routes, matched with or without the trailing slash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +273,28 @@ async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter
             after_later(ctx, login, meter, route);
             Ok(Reply::Own(granted("Token refreshed", &outcome?)))
         }
+        Route::Logout if req.header("Authorization").is_none() => {
+            // An app whose access token has expired logs out with its refresh token alone; with neither, the
+            // request carries no credentials.
+            let json = req
+                .header("Content-Type")
+                .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            if !json {
+                return Err(ApiError::NotAuthenticated);
+            }
+            let body = body::json_object(req).await?;
+            if !body.contains_key("refresh_token") {
+                return Err(ApiError::NotAuthenticated);
+            }
+            let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
+            if !flood_gate::admits(env, &client).await {
+                return Err(ApiError::RateLimited { retry_after: flood_gate::PERIOD_SECONDS });
+            }
+            let outcome = login.logout_by_refresh(&presented, &client).await;
+            after_later(ctx, login, meter, route);
+            outcome?;
+            Ok(Reply::Own(Answer::json(200, &json!({ "message": "Logged out successfully." }))))
+        }
         _ => {
             let auth = login.authenticate(req.header("Authorization").as_deref()).await?;
             let outcome = authenticated(route, &login, &auth).await;
@@ -376,7 +398,6 @@ fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) 
     let kv = Kv::new(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?, meter.clone());
     Ok(Login {
         challenges: db.clone(),
-        codes: kv.clone(),
         access: kv,
         sessions: db.clone(),
         notifier: Delivery {

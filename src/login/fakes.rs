@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use super::ports::*;
 use super::Message;
-use crate::domain::{Identifier, Random, RandomError, TokenDigest, UnixTime};
+use crate::domain::{Random, RandomError, TokenDigest, UnixTime};
 
 #[derive(Clone, Default)]
 pub struct FakeClock(pub Rc<Cell<i64>>);
@@ -49,47 +49,53 @@ impl Random for SeededRandom {
     }
 }
 
-/// Workers KV in memory: the code vault and the access tokens. KV has no rule of its own to copy (every limit
-/// lives in the SQL), so a map is a faithful stand-in on the host.
+/// Workers KV in memory, as one strongly consistent map of encoded values (the edge simulation has the
+/// eventually consistent model). Values are stored encoded, as KV stores them, so that decoding is exercised; the
+/// next puts or deletes can be made to fail.
 #[derive(Clone, Default)]
-pub struct MemoryKv(Rc<RefCell<KvState>>);
+pub struct MemoryKv {
+    values: Rc<RefCell<HashMap<String, String>>>,
+    /// How many of the next puts fail.
+    pub failing_puts: Rc<Cell<u32>>,
+    /// How many of the next deletes fail.
+    pub failing_deletes: Rc<Cell<u32>>,
+}
 
-#[derive(Default)]
-struct KvState {
-    codes: HashMap<String, StoredCode>,
-    access_tokens: HashMap<String, Session>,
+fn take_failure(counter: &Cell<u32>) -> Result<(), StoreError> {
+    match counter.get() {
+        0 => Ok(()),
+        n => {
+            counter.set(n - 1);
+            Err(StoreError("KV: 503 service unavailable".into()))
+        }
+    }
 }
 
 impl MemoryKv {
-    pub fn stored_codes(&self) -> Vec<StoredCode> {
-        self.0.borrow().codes.values().cloned().collect()
-    }
     /// Access tokens currently stored.
     pub fn access_token_count(&self) -> usize {
-        self.0.borrow().access_tokens.len()
+        self.values.borrow().len()
     }
-}
-
-impl CodeVault for MemoryKv {
-    async fn put(&self, identifier: &Identifier, code: &StoredCode, _ttl: u64) -> Result<(), StoreError> {
-        self.0.borrow_mut().codes.insert(identifier.key(), code.clone());
-        Ok(())
-    }
-    async fn get(&self, identifier: &Identifier) -> Result<Option<StoredCode>, StoreError> {
-        Ok(self.0.borrow().codes.get(&identifier.key()).cloned())
+    /// Replaces the stored value of every access token (as another version of the code might have written it).
+    pub fn rewrite_values(&self, rewrite: impl Fn(&str) -> String) {
+        for value in self.values.borrow_mut().values_mut() {
+            *value = rewrite(value);
+        }
     }
 }
 
 impl AccessTokens for MemoryKv {
     async fn put(&self, token: &TokenDigest, session: &Session, _ttl: u64) -> Result<(), StoreError> {
-        self.0.borrow_mut().access_tokens.insert(token.0.clone(), session.clone());
+        take_failure(&self.failing_puts)?;
+        self.values.borrow_mut().insert(token.0.clone(), session.encode());
         Ok(())
     }
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError> {
-        Ok(self.0.borrow().access_tokens.get(&token.0).cloned())
+        Ok(self.values.borrow().get(&token.0).and_then(|text| Session::decode(text)))
     }
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError> {
-        self.0.borrow_mut().access_tokens.remove(&token.0);
+        take_failure(&self.failing_deletes)?;
+        self.values.borrow_mut().remove(&token.0);
         Ok(())
     }
 }

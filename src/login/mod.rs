@@ -12,14 +12,16 @@ use std::net::IpAddr;
 #[cfg(test)]
 mod fakes;
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 
 pub use message::{Language, Message, MessageSettings};
 pub use policy::{Policy, Refusal, NIST_MAX_CONSECUTIVE_FAILURES};
 pub use ports::{
-    AccessTokens, ChallengeState, Challenges, Clock, CodeVault, DeliveryError, DeliveryReport, Device, EventKind,
-    EventLog, GuessCounter, LoginEvent, NewSession, Notifier, Opening, Redemption, Reservation, Revoked, Rotation,
-    Scope, Session, SessionInfo, Sessions, StoreError, StoredCode, WindowCounter,
+    AccessTokens, ChallengeState, Challenges, Clock, DeliveryError, DeliveryReport, Device, EventKind, EventLog,
+    GuessCounter, LoginEvent, Lookup, NewSession, Notifier, Opening, Redemption, RefreshLogout, Reservation,
+    Revocation, Rotation, Scope, Session, SessionInfo, Sessions, StoreError, WindowCounter, SESSION_FORMAT,
 };
 pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode, TokenPair};
 pub use test_logins::{TestLoginRules, TestLogins};

@@ -30,8 +30,14 @@ pub struct Policy {
     /// group removal) takes to reach every token, since access tokens carry a snapshot of the user.
     pub access_ttl_seconds: i64,
     /// How long a refresh token lives; each rotation starts a new period, so a device stays signed in as long as it
-    /// refreshes within this time.
+    /// refreshes within this time, up to `session_max_seconds`.
     pub refresh_ttl_seconds: i64,
+    /// The absolute lifetime of a session, counted from its login: refreshing never extends it.
+    pub session_max_seconds: i64,
+    /// How long after its rotation a refresh token presented again is taken for a retry (a lost answer, two
+    /// parallel refreshes) and gets a working pair for its session; after that it is reuse and revokes the session.
+    /// 0 turns the grace off.
+    pub refresh_reuse_grace_seconds: i64,
     /// SMS messages the whole service may send per UTC day: a ceiling on the bill if someone pumps SMS to
     /// premium numbers through many identifiers and addresses.
     pub sms_daily_cap: u32,
@@ -61,6 +67,8 @@ impl Default for Policy {
             ip_refresh_limit: 60,
             access_ttl_seconds: 15 * 60,
             refresh_ttl_seconds: 30 * 24 * HOUR,
+            session_max_seconds: 90 * 24 * HOUR,
+            refresh_reuse_grace_seconds: 30,
             sms_daily_cap: 500,
         }
     }

@@ -72,11 +72,15 @@ pub enum Opening {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
     /// One guess may be evaluated; it already counts as failed (both counts include it) until redeemed, and
-    /// `counter` is the subject's state with it counted (possibly locked by it).
+    /// `counter` is the subject's state with it counted (possibly locked by it). `digest` is the code's keyed digest
+    /// as the delivery stored it in the same row (none when nothing was sent), and `account` the user the identifier
+    /// names, both read in the reserving transaction.
     Reserved {
         challenge_id: ChallengeId,
         code_failures: u32,
         counter: GuessCounter,
+        digest: Option<String>,
+        account: Option<Box<User>>,
     },
     /// There is no live, unused code for this identifier.
     NoActiveCode {
@@ -123,6 +127,15 @@ pub trait Challenges {
     /// Takes one of today's (UTC) SMS slots; `false` when `cap` were already taken.
     async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError>;
 
+    /// Stores the keyed digest of the code sent for `challenge` in its row, if the identifier's current code is still
+    /// that one (a newer code request wins).
+    async fn store_code(
+        &self,
+        identifier: &Identifier,
+        challenge: &ChallengeId,
+        digest: &str,
+    ) -> Result<(), StoreError>;
+
     /// Marks the code consumed and, if a session starts, clears the subject's failure count, if nobody did first; loads the account in the same step
     /// and, in that same atomic step, starts the session `start` if (and only if) this call consumed the code and the
     /// account may log in.
@@ -131,22 +144,18 @@ pub trait Challenges {
         identifier: &Identifier,
         challenge: &ChallengeId,
         now: UnixTime,
+        session_id: i64,
         start: &NewSession,
     ) -> Result<Redemption, StoreError>;
 }
 
-/// A code as stored: never the digits, only their keyed digest, plus its own expiry (the store's TTL is cleanup).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredCode {
-    pub challenge_id: String,
-    pub digest: String,
-    pub expires_at: i64,
-}
+/// The version of the [`Session`] value this code writes. A reader takes every version it can decode (unknown fields
+/// are ignored, missing optional ones take their defaults); a value it cannot use counts as no token (401).
+pub const SESSION_FORMAT: u32 = 2;
 
-/// Where issued codes wait for their guess.
-pub trait CodeVault {
-    async fn put(&self, identifier: &Identifier, code: &StoredCode, ttl_seconds: u64) -> Result<(), StoreError>;
-    async fn get(&self, identifier: &Identifier) -> Result<Option<StoredCode>, StoreError>;
+/// Values written before versions existed have the shape of version 1.
+fn unversioned() -> u32 {
+    1
 }
 
 /// What a live access token grants, stored in KV under the token's digest: the session it belongs to and a snapshot
@@ -154,14 +163,29 @@ pub trait CodeVault {
 /// to the user by SQL therefore shows only in the next access token (at most `access_ttl_seconds` later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    #[serde(rename = "v", default = "unversioned")]
+    pub format: u32,
     pub session_id: i64,
     pub user: User,
     pub issued_at: i64,
     pub expires_at: i64,
 }
 
+impl Session {
+    pub fn encode(&self) -> String {
+        // A struct of plain fields always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The stored value, if this code can use it.
+    pub fn decode(text: &str) -> Option<Session> {
+        serde_json::from_str(text).ok()
+    }
+}
+
 /// Access tokens in a store with expiration (KV).
 pub trait AccessTokens {
+    /// Stores the token; KV keeps it at most `ttl_seconds` (the value's own expiry is checked on every read).
     async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError>;
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError>;
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError>;
@@ -186,29 +210,57 @@ pub struct NewSession {
     pub device: Device,
 }
 
-/// The answer to presenting a refresh token.
+/// The session a refresh token belongs to, read before anything is issued for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rotation {
-    /// This call rotated the token: the session now holds the new pair; `previous_access` is the access token it
-    /// replaced (to delete from KV) and `user` the account as it is now.
-    Rotated { session_id: i64, user: User, previous_access: TokenDigest },
-    /// The token had already been rotated out: the session was revoked by this call (its current access token
-    /// is `access`).
-    Reused { session_id: i64, user_id: i64, access: TokenDigest },
-    /// The token was current but its account may no longer log in (deactivated, or in no employee group): the
-    /// session was revoked by this call, and its current access token (`access`) must go too.
-    AccessLost { session_id: i64, user_id: i64, access: TokenDigest },
-    /// Unknown, expired or revoked.
-    Invalid,
+pub enum Lookup {
+    /// The token (current or rotated out) belongs to this live session of `user`.
+    Live { session_id: i64, user: Box<User> },
+    /// Unknown, or its session is expired or revoked.
+    Unknown,
     /// The client is over its refresh limit; nothing was decided.
     Refused(Refusal),
 }
 
-/// A session that was ended, with its access token to delete from KV.
+/// The answer to presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revoked {
-    pub session_id: i64,
-    pub access: TokenDigest,
+pub enum Rotation {
+    /// The session now also holds the new pair: either this call rotated the token (`previous_access` is the
+    /// access token it replaced, to delete from KV) or the token had been rotated out within the grace period (a
+    /// retry; nothing is replaced). `user` is the account as it is now, `expires_at` the session's end.
+    Rotated { session_id: i64, user: Box<User>, previous_access: Option<TokenDigest>, expires_at: UnixTime },
+    /// The token had been rotated out longer ago than the grace period: the session was revoked by this call, and
+    /// `access` are its access tokens to delete from KV.
+    Reused { session_id: i64, user_id: i64, access: Vec<TokenDigest> },
+    /// The token was current but its account may no longer log in (deactivated, or in no employee group): the
+    /// session was revoked by this call, and its access tokens (`access`) must go too.
+    AccessLost { session_id: i64, user_id: i64, access: Vec<TokenDigest> },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Sessions that were ended, and the access tokens of the caller's ended sessions that may still be in KV.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revocation {
+    /// The sessions this call ended.
+    pub ended: Vec<i64>,
+    /// Every unexpired access token of the sessions in scope that are revoked now, whenever they were revoked: a
+    /// retried revocation deletes again what an earlier attempt may have failed to delete.
+    pub access: Vec<TokenDigest>,
+}
+
+/// The answer to a logout by refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshLogout {
+    /// The token belongs to this session, which is revoked now (`ended` if by this call).
+    Ended {
+        session_id: i64,
+        user_id: i64,
+        ended: bool,
+        access: Vec<TokenDigest>,
+    },
+    /// No session has ever had this token (or its record is gone).
+    Unknown,
+    Refused(Refusal),
 }
 
 /// A live session as its owner sees it in the device list.
@@ -231,22 +283,45 @@ pub enum Scope {
 }
 
 /// The strongly consistent record of sessions (D1). Each method is one atomic step: a refresh token is rotated by
-/// at most one request, however many race, and a rotated-out token revokes its session.
+/// at most one request, however many race, and a rotated-out token presented after the grace period revokes its
+/// session.
 pub trait Sessions {
-    /// Counts the request against the client's refresh limit; within it, rotates `refresh` to `next` if it is the
-    /// session's current token, the session is live and the account may still log in, and revokes the session if
-    /// `refresh` was rotated out before.
+    /// Counts the request against the client's refresh limit and, within it, finds the live session `refresh`
+    /// belongs to (with its account) so that the new access token can be written before anything makes it live.
+    async fn lookup(
+        &self,
+        refresh: &TokenDigest,
+        client: &ClientIp,
+        now: UnixTime,
+        policy: &Policy,
+    ) -> Result<Lookup, StoreError>;
+    /// Gives the session the pair `next` if `refresh` is its current token, or was rotated out less than
+    /// `policy.refresh_reuse_grace_seconds` ago, the session is live and the account may still log in; revokes the
+    /// session if `refresh` was rotated out before that, or if the account lost access.
     async fn rotate(
         &self,
         refresh: &TokenDigest,
         next: &NewSession,
-        client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Rotation, StoreError>;
-    /// Ends the user's live sessions in `scope`; returns those this call ended.
-    async fn revoke(&self, user_id: i64, scope: Scope, now: UnixTime, reason: &str)
-        -> Result<Vec<Revoked>, StoreError>;
+    /// Undoes a rotation to `next` whose answer could not be completed, so that presenting `refresh` again is
+    /// not reuse: `refresh` is current again and `next` never existed.
+    async fn unrotate(&self, refresh: &TokenDigest, next: &NewSession) -> Result<(), StoreError>;
+    /// Ends the session given the access token `access` at `now`, if it was started or moved to it but the answer
+    /// carrying it could not be given (no phantom session is left listed).
+    async fn abandon(&self, access: &TokenDigest, now: UnixTime) -> Result<(), StoreError>;
+    /// Ends the user's live sessions in `scope`.
+    async fn revoke(&self, user_id: i64, scope: Scope, now: UnixTime, reason: &str) -> Result<Revocation, StoreError>;
+    /// Counts the request against the client's refresh limit and, within it, ends the session that `refresh`
+    /// (current or rotated out) belongs to.
+    async fn end_by_refresh(
+        &self,
+        refresh: &TokenDigest,
+        client: &ClientIp,
+        now: UnixTime,
+        policy: &Policy,
+    ) -> Result<RefreshLogout, StoreError>;
     /// The user's live sessions, most recently used first.
     async fn list(&self, user_id: i64, now: UnixTime) -> Result<Vec<SessionInfo>, StoreError>;
 }

@@ -1,10 +1,13 @@
-use futures_util::future::join;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use super::message::{Language, Message, MessageSettings};
 use super::policy::{Policy, Refusal};
 use super::ports::{
-    AccessTokens, Challenges, Clock, CodeVault, Device, EventKind, EventLog, LoginEvent, NewSession, Notifier, Opening,
-    Redemption, Reservation, Revoked, Rotation, Scope, Session, SessionInfo, Sessions, StoreError, StoredCode,
+    AccessTokens, Challenges, Clock, Device, EventKind, EventLog, LoginEvent, Lookup, NewSession, Notifier, Opening,
+    Redemption, RefreshLogout, Reservation, Revocation, Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
+    SESSION_FORMAT,
 };
 use super::test_logins::TestLogins;
 use super::ClientIp;
@@ -13,11 +16,10 @@ use crate::domain::{
     UnixTime, User,
 };
 
-/// The login use cases over their ports: `C`hallenges (which also read the account a code request names), code
-/// `V`ault, access `T`okens (KV), `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log.
-pub struct Login<C, V, T, S, N, K, R, E> {
+/// The login use cases over their ports: `C`hallenges (which also read the account a code request names and keep
+/// the code's digest), access `T`okens (KV), `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log.
+pub struct Login<C, T, S, N, K, R, E> {
     pub challenges: C,
-    pub codes: V,
     pub access: T,
     pub sessions: S,
     pub notifier: N,
@@ -132,10 +134,46 @@ pub struct Authenticated {
 /// KV refuses expirations under a minute.
 const MIN_STORE_TTL: u64 = 60;
 
-impl<C, V, T, S, N, K, R, E> Login<C, V, T, S, N, K, R, E>
+/// Deletes every token at once and returns those whose deletion failed, with the error.
+async fn delete_all<'a, T: AccessTokens>(
+    store: &T,
+    tokens: impl Iterator<Item = &'a TokenDigest>,
+) -> Vec<(&'a TokenDigest, StoreError)> {
+    type Deletion<'f> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + 'f>>;
+    let mut pending: Vec<(&TokenDigest, Deletion<'_>)> =
+        tokens.map(|token| (token, Box::pin(store.delete(token)) as Deletion<'_>)).collect();
+    let mut failed = Vec::new();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(token, deletion)| match deletion.as_mut().poll(cx) {
+            Poll::Ready(outcome) => {
+                if let Err(e) = outcome {
+                    failed.push((*token, e));
+                }
+                false
+            }
+            Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    failed
+}
+
+/// What a guess is compared with when no code was stored for the challenge (nothing was sent): the comparison then
+/// does the same work as for a stored digest, and cannot succeed.
+const NO_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Session ids are chosen at random below 2^48 (at most 15 digits, exact as a JS number), so that the access token
+/// can be written to KV under its session before the statement that starts the session commits.
+const SESSION_ID_BITS: u32 = 48;
+
+impl<C, T, S, N, K, R, E> Login<C, T, S, N, K, R, E>
 where
     C: Challenges,
-    V: CodeVault,
     T: AccessTokens,
     S: Sessions,
     N: Notifier,
@@ -191,13 +229,10 @@ where
             Some(code) => code.clone(),
             None => OtpCode::generate(&self.random).map_err(InternalError::Random)?,
         };
-        let stored = StoredCode {
-            challenge_id: pending.challenge.0.clone(),
-            digest: self.hasher.digest(&pending.challenge, &code),
-            expires_at: pending.expires_at.0,
-        };
-        let ttl = now.seconds_until(pending.expires_at).max(MIN_STORE_TTL);
-        self.codes.put(identifier, &stored, ttl).await.map_err(InternalError::Store)?;
+        // The digest goes into the challenge row before the code goes out, so a code can never be guessed
+        // correctly before the row that checks it holds it.
+        let digest = self.hasher.digest(&pending.challenge, &code);
+        self.challenges.store_code(identifier, &pending.challenge, &digest).await.map_err(InternalError::Store)?;
         if fixed.is_some() {
             return Ok(());
         }
@@ -237,13 +272,11 @@ where
     ) -> Result<LoginGrant, LoginError> {
         let now = self.clock.now();
         let nonce = ChallengeId::generate(&self.random)?;
-        let (reservation, stored) = join(
-            self.challenges.reserve_attempt(&identifier, &nonce, client, now, &self.policy),
-            self.codes.get(&identifier),
-        )
-        .await;
-        let (challenge, code_failures, counter) = match reservation? {
-            Reservation::Reserved { challenge_id, code_failures, counter } => (challenge_id, code_failures, counter),
+        let reservation = self.challenges.reserve_attempt(&identifier, &nonce, client, now, &self.policy).await?;
+        let (challenge, code_failures, counter, digest, account) = match reservation {
+            Reservation::Reserved { challenge_id, code_failures, counter, digest, account } => {
+                (challenge_id, code_failures, counter, digest, account)
+            }
             Reservation::NoActiveCode { attempts_remaining } => {
                 return Err(LoginError::InvalidCode { attempts_remaining })
             }
@@ -253,11 +286,10 @@ where
             }
         };
 
-        let correct = stored?.is_some_and(|stored| {
-            stored.challenge_id == challenge.0
-                && now < UnixTime(stored.expires_at)
-                && self.hasher.matches(&challenge, &code, &stored.digest)
-        });
+        // The digest was read with the reservation, from the one strongly consistent copy; the comparison does the
+        // same work whether or not a code was stored for this identifier.
+        let correct =
+            self.hasher.matches(&challenge, &code, digest.as_deref().unwrap_or(NO_DIGEST)) && digest.is_some();
         if !correct {
             self.record(EventKind::CodeFailed, None, Some(&identifier), None);
             // The subject's count already includes this guess: the reservation counted it, and may have locked it.
@@ -272,10 +304,32 @@ where
 
         let fresh = LoginError::InvalidCode { attempts_remaining: self.policy.max_failed_attempts };
         let (access, refresh, start) = self.new_tokens(now, device)?;
-        let (user, session_id) = match self.challenges.redeem(&identifier, &challenge, now, &start).await? {
-            Redemption::AlreadyUsed => return Err(fresh),
-            Redemption::Redeemed { user: Some(user), session_id: Some(id) } if user.may_log_in() => (*user, id),
-            Redemption::Redeemed { user, .. } => {
+        let session_id = self.new_session_id()?;
+        // The access token is in KV before the statement that makes it live commits: once the session exists, a
+        // revocation finds the token in D1 and deletes it after this write, never before.
+        let written = match account.as_deref().filter(|user| user.may_log_in()) {
+            Some(user) => {
+                self.access
+                    .put(&start.access, &self.snapshot(session_id, user, &start, now), self.access_ttl())
+                    .await?;
+                true
+            }
+            None => false,
+        };
+        let redeemed = self.challenges.redeem(&identifier, &challenge, now, session_id, &start).await;
+        let (user, session_id) = match redeemed {
+            Ok(Redemption::Redeemed { user: Some(user), session_id: Some(id) }) if written && user.may_log_in() => {
+                (*user, id)
+            }
+            Ok(outcome) => {
+                if let Redemption::Redeemed { session_id: Some(_), .. } = outcome {
+                    // Started for an account that changed since the reservation read it: not answered, so ended.
+                    self.sessions.abandon(&start.access, now).await?;
+                }
+                if written {
+                    self.access.delete(&start.access).await?;
+                }
+                let Redemption::Redeemed { user, .. } = outcome else { return Err(fresh) };
                 let reason = match user.as_deref() {
                     None => "no such account",
                     Some(user) => user.refusal_reason().unwrap_or("no session was started"),
@@ -284,11 +338,44 @@ where
                 self.record(EventKind::CodeFailed, user_id, Some(&identifier), Some(reason.to_owned()));
                 return Err(fresh);
             }
+            Err(e) => {
+                // The batch may have committed with its answer lost: the session it may have started is ended and
+                // its token deleted, so no session is left that nobody holds.
+                let _ = self.sessions.abandon(&start.access, now).await;
+                if written {
+                    let _ = self.access.delete(&start.access).await;
+                }
+                return Err(e.into());
+            }
         };
 
-        let tokens = self.grant(session_id, &user, access, refresh, &start, now).await?;
+        let tokens = self.pair(session_id, access, refresh, &start, now);
         self.record(EventKind::Login, Some(user.id), Some(&identifier), None);
         Ok(LoginGrant { user, tokens })
+    }
+
+    /// A new session id: random, below 2^48, never 0.
+    fn new_session_id(&self) -> Result<i64, RandomError> {
+        let mut bytes = [0u8; 8];
+        self.random.fill(&mut bytes)?;
+        let id = (u64::from_le_bytes(bytes) >> (64 - SESSION_ID_BITS)) as i64;
+        Ok(id.max(1))
+    }
+
+    /// How long KV keeps an access token (its value carries its own expiry; KV refuses less than a minute).
+    fn access_ttl(&self) -> u64 {
+        u64::try_from(self.policy.access_ttl_seconds).unwrap_or(0).max(MIN_STORE_TTL)
+    }
+
+    /// The value an access token is stored with.
+    fn snapshot(&self, session_id: i64, user: &User, next: &NewSession, now: UnixTime) -> Session {
+        Session {
+            format: SESSION_FORMAT,
+            session_id,
+            user: user.clone(),
+            issued_at: now.0,
+            expires_at: next.access_expires_at.0,
+        }
     }
 
     /// Generates an access and a refresh token (256 bits each) and the record of them that storage keeps.
@@ -299,33 +386,32 @@ where
             access: access.digest(),
             access_expires_at: now.plus(self.policy.access_ttl_seconds),
             refresh: refresh.digest(),
-            refresh_expires_at: now.plus(self.policy.refresh_ttl_seconds),
+            refresh_expires_at: now.plus(self.policy.refresh_ttl_seconds.min(self.policy.session_max_seconds)),
             device: device.clone(),
         };
         Ok((access, refresh, start))
     }
 
-    /// Stores the access token with its user snapshot (one KV write) and hands the pair out.
-    async fn grant(
-        &self,
-        session_id: i64,
-        user: &User,
-        access: Token,
-        refresh: Token,
-        start: &NewSession,
-        now: UnixTime,
-    ) -> Result<TokenPair, StoreError> {
-        let session =
-            Session { session_id, user: user.clone(), issued_at: now.0, expires_at: start.access_expires_at.0 };
-        let ttl = u64::try_from(self.policy.access_ttl_seconds).unwrap_or(0).max(MIN_STORE_TTL);
-        self.access.put(&start.access, &session, ttl).await?;
-        Ok(TokenPair {
+    /// The pair as handed out; the access token is already in KV.
+    fn pair(&self, session_id: i64, access: Token, refresh: Token, start: &NewSession, now: UnixTime) -> TokenPair {
+        TokenPair {
             session_id,
             access,
             access_expires_in: self.policy.access_ttl_seconds,
             refresh,
-            refresh_expires_in: self.policy.refresh_ttl_seconds,
-        })
+            refresh_expires_in: now.seconds_until(start.refresh_expires_at) as i64,
+        }
+    }
+
+    /// Deletes access tokens from KV, all at once; every deletion is attempted (and a failed one once more) before
+    /// a failure is reported.
+    async fn forget(&self, tokens: &[TokenDigest]) -> Result<(), StoreError> {
+        let failed = delete_all(&self.access, tokens.iter()).await;
+        let failed: Vec<&TokenDigest> = failed.into_iter().map(|(token, _)| token).collect();
+        match delete_all(&self.access, failed.into_iter()).await.pop() {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// Exchanges a refresh token for a new pair. The presented token dies (rotation); presenting a token that was
@@ -337,36 +423,54 @@ where
         device: &Device,
     ) -> Result<LoginGrant, AuthError> {
         let now = self.clock.now();
+        let digest = presented.digest();
+        let (session_id, user) = match self.sessions.lookup(&digest, client, now, &self.policy).await? {
+            Lookup::Live { session_id, user } => (session_id, user),
+            Lookup::Unknown => return Err(AuthError::Invalid),
+            Lookup::Refused(refusal) => {
+                self.record(EventKind::Refused, None, None, Some(refusal.describe("refresh")));
+                return Err(AuthError::Refused(refusal));
+            }
+        };
         let (access, refresh, next) = self.new_tokens(now, device)?;
-        match self.sessions.rotate(&presented.digest(), &next, client, now, &self.policy).await? {
-            Rotation::Rotated { session_id, user, previous_access } => {
-                let (granted, deleted) = join(
-                    self.grant(session_id, &user, access, refresh, &next, now),
-                    self.access.delete(&previous_access),
-                )
-                .await;
-                let tokens = granted?;
-                deleted?;
+        // Written before the rotation that makes it live (see `verify_code`).
+        self.access.put(&next.access, &self.snapshot(session_id, &user, &next, now), self.access_ttl()).await?;
+        let rotation = match self.sessions.rotate(&digest, &next, now, &self.policy).await {
+            Ok(rotation) => rotation,
+            Err(e) => {
+                // It may have committed with its answer lost: undone, so presenting the token again is no reuse.
+                let _ = self.sessions.unrotate(&digest, &next).await;
+                let _ = self.access.delete(&next.access).await;
+                return Err(e.into());
+            }
+        };
+        if !matches!(rotation, Rotation::Rotated { .. }) {
+            self.access.delete(&next.access).await?;
+        }
+        match rotation {
+            Rotation::Rotated { session_id, user, previous_access, expires_at } => {
+                if let Some(previous) = previous_access {
+                    // The replaced token dies at once where it can; it expires soon anyway, and its session lives on.
+                    let _ = self.access.delete(&previous).await;
+                }
+                let next = NewSession { refresh_expires_at: expires_at, ..next };
+                let tokens = self.pair(session_id, access, refresh, &next, now);
                 self.record(EventKind::Refresh, Some(user.id), None, Some(format!("session {session_id}")));
-                Ok(LoginGrant { user, tokens })
+                Ok(LoginGrant { user: *user, tokens })
             }
             Rotation::Reused { session_id, user_id, access } => {
-                self.access.delete(&access).await?;
+                self.forget(&access).await?;
                 let detail = format!("session {session_id} revoked");
                 self.record(EventKind::RefreshReused, Some(user_id), None, Some(detail));
                 Err(AuthError::Invalid)
             }
             Rotation::AccessLost { session_id, user_id, access } => {
-                self.access.delete(&access).await?;
+                self.forget(&access).await?;
                 let detail = format!("session {session_id}: account may no longer log in");
                 self.record(EventKind::Revoked, Some(user_id), None, Some(detail));
                 Err(AuthError::Invalid)
             }
             Rotation::Invalid => Err(AuthError::Invalid),
-            Rotation::Refused(refusal) => {
-                self.record(EventKind::Refused, None, None, Some(refusal.describe("refresh")));
-                Err(AuthError::Refused(refusal))
-            }
         }
     }
 
@@ -385,33 +489,49 @@ where
         }
     }
 
-    /// Ends sessions of the authenticated user: their access tokens leave KV and their rows are revoked in D1, so
-    /// their refresh tokens die too. Returns the sessions this call ended.
+    /// Ends sessions of the authenticated user: their rows are revoked in D1, so their refresh tokens die, and every
+    /// access token D1 lists for them leaves KV. Returns the sessions this call ended.
     async fn end_sessions(
         &self,
         auth: &Authenticated,
         scope: Scope,
         detail: Option<String>,
-    ) -> Result<Vec<Revoked>, AuthError> {
+    ) -> Result<Vec<i64>, AuthError> {
         let user_id = auth.session.user.id;
-        let ended = self.sessions.revoke(user_id, scope, self.clock.now(), "logout").await?;
-        for session in &ended {
-            self.access.delete(&session.access).await?;
-        }
+        let Revocation { ended, access } = self.sessions.revoke(user_id, scope, self.clock.now(), "logout").await?;
         if !ended.is_empty() {
             self.record(EventKind::Logout, Some(user_id), None, detail);
         }
+        self.forget(&access).await?;
         Ok(ended)
     }
 
-    /// Kills the session's access token at once and its refresh token with it.
+    /// Kills the session's access tokens at once and its refresh token with it.
     pub async fn logout(&self, auth: &Authenticated) -> Result<(), AuthError> {
-        let ended = self.end_sessions(auth, Scope::One(auth.session.session_id), None).await?;
-        // The presented token goes even if its row was already revoked (e.g. a race with logout-all).
-        if !ended.iter().any(|session| session.access == auth.token) {
-            self.access.delete(&auth.token).await?;
-        }
+        self.end_sessions(auth, Scope::One(auth.session.session_id), None).await?;
+        // The presented token goes in any case (a value written before the session's tokens were listed in D1).
+        self.access.delete(&auth.token).await?;
         Ok(())
+    }
+
+    /// Ends the session a refresh token (current, or rotated out) belongs to: an app whose access token has expired
+    /// can still log out. Presenting it again answers the same and deletes again whatever may have been left in KV.
+    pub async fn logout_by_refresh(&self, presented: &Token, client: &ClientIp) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        match self.sessions.end_by_refresh(&presented.digest(), client, now, &self.policy).await? {
+            RefreshLogout::Ended { session_id, user_id, ended, access } => {
+                if ended {
+                    self.record(EventKind::Logout, Some(user_id), None, Some(format!("session {session_id}")));
+                }
+                self.forget(&access).await?;
+                Ok(())
+            }
+            RefreshLogout::Unknown => Err(AuthError::Invalid),
+            RefreshLogout::Refused(refusal) => {
+                self.record(EventKind::Refused, None, None, Some(refusal.describe("logout")));
+                Err(AuthError::Refused(refusal))
+            }
+        }
     }
 
     /// Ends every session of the user, on every device; returns how many.

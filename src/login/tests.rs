@@ -5,8 +5,12 @@ use std::task::{Context, Poll, Waker};
 use super::fakes::*;
 use super::*;
 use crate::adapters::d1::D1;
-use crate::adapters::sqlite::Sqlite;
-use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, UnixTime};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::adapters::sql::{Database, Statement};
+use crate::adapters::sqlite::{Sqlite, SqliteResults};
+use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, Token, UnixTime};
 
 /// The fakes never wait, so polling until ready is a complete executor for them.
 fn run<F: Future>(future: F) -> F::Output {
@@ -19,13 +23,39 @@ fn run<F: Future>(future: F) -> F::Output {
     }
 }
 
-type Store = D1<Sqlite>;
-type TestLogin = Login<Store, MemoryKv, MemoryKv, Store, Outbox, FakeClock, SeededRandom, Recorder>;
+/// The SQLite seam as the tests see it: every batch's statements are recorded, and the next answer can be lost
+/// after its batch committed (as a dropped connection to D1 would).
+#[derive(Clone)]
+struct TestDb {
+    db: Sqlite,
+    /// Loses the answer of the n-th next batch (1 = the next one; 0 = none).
+    lose_answer_of: Rc<Cell<u32>>,
+    batches: Rc<RefCell<Vec<Vec<String>>>>,
+}
+
+impl Database for TestDb {
+    type Results = SqliteResults;
+
+    async fn batch(&self, statements: Vec<Statement>) -> Result<SqliteResults, StoreError> {
+        self.batches.borrow_mut().push(statements.iter().map(|s| s.sql.to_string()).collect());
+        let results = self.db.batch(statements).await?;
+        let countdown = self.lose_answer_of.get();
+        self.lose_answer_of.set(countdown.saturating_sub(1));
+        if countdown == 1 {
+            return Err(StoreError("D1: network connection lost".into()));
+        }
+        Ok(results)
+    }
+}
+
+type Store = D1<TestDb>;
+type TestLogin = Login<Store, MemoryKv, Store, Outbox, FakeClock, SeededRandom, Recorder>;
 
 struct World {
     login: TestLogin,
     /// The D1 console of this world: the same in-process SQLite the login's statements run on.
     db: Sqlite,
+    seam: TestDb,
     kv: MemoryKv,
     clock: FakeClock,
     outbox: Outbox,
@@ -49,14 +79,14 @@ INSERT INTO user_groups (user_id, group_id) VALUES (1, 1), (2, 2), (3, 1);";
 fn world() -> World {
     let db = Sqlite::migrated();
     db.execute(USERS);
-    let store = D1::new(db.clone());
+    let seam = TestDb { db: db.clone(), lose_answer_of: Rc::default(), batches: Rc::default() };
+    let store = D1::new(seam.clone());
     let kv = MemoryKv::default();
     let clock = FakeClock::at(START);
     let outbox = Outbox::default();
     let events = Recorder::default();
     let login = Login {
         challenges: store.clone(),
-        codes: kv.clone(),
         access: kv.clone(),
         sessions: store,
         notifier: outbox.clone(),
@@ -68,7 +98,7 @@ fn world() -> World {
         messages: MessageSettings { app_name: "CRM".into(), ..MessageSettings::default() },
         test_logins: TestLogins::default(),
     };
-    World { login, db, kv, clock, outbox, events }
+    World { login, db, seam, kv, clock, outbox, events }
 }
 
 impl World {
@@ -305,10 +335,11 @@ fn codes_are_stored_only_as_keyed_digests() {
     let w = world();
     let id = email("mobile.test@example.com");
     let code = w.send_code(&id).unwrap().unwrap();
-    let stored = w.kv.stored_codes();
-    assert_eq!(stored.len(), 1);
-    assert!(!stored[0].digest.contains(&code));
-    assert_eq!(stored[0].expires_at, START + 600);
+    let digest: String = w.db.text("SELECT code_digest FROM otp_challenges");
+    assert_eq!(digest.len(), 64);
+    assert!(!digest.contains(&code));
+    assert_eq!(w.db.number("SELECT expires_at FROM otp_challenges"), START + 600);
+    assert_eq!(w.kv.access_token_count(), 0, "nothing about the code is in KV");
 }
 
 #[test]
@@ -378,6 +409,7 @@ fn a_rotated_out_refresh_token_presented_again_revokes_the_whole_session() {
     let w = world();
     let grant = w.log_in();
     let next = w.refresh(&grant).unwrap();
+    w.clock.advance(Policy::default().refresh_reuse_grace_seconds + 1);
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
     assert_eq!(w.events.kinds().last(), Some(&EventKind::RefreshReused));
     assert_eq!(w.auth(&next).unwrap_err(), AuthError::Invalid, "the thief's or the owner's copy: both die");
@@ -526,8 +558,8 @@ fn a_test_identifier_logs_in_once_with_its_fixed_code_and_nothing_is_sent() {
     let id = email("mobile.test@example.com");
     assert_eq!(w.send_code(&id).unwrap(), None, "nothing is sent");
     assert!(w.outbox.sent.borrow().is_empty());
-    let stored = w.kv.stored_codes();
-    assert!(stored.iter().all(|c| !c.digest.contains("246810")), "only the keyed digest is stored");
+    let digest = w.db.text("SELECT code_digest FROM otp_challenges");
+    assert!(digest.len() == 64 && !digest.contains("246810"), "only the keyed digest is stored");
     assert_eq!(w.verify(&id, "246810").unwrap().user.id, 1);
     assert!(matches!(w.verify(&id, "246810"), Err(LoginError::InvalidCode { .. })), "used once");
     let requested = w.events.0.borrow().iter().find(|e| e.kind == EventKind::CodeRequested).cloned().unwrap();
@@ -786,4 +818,239 @@ fn refreshing_is_limited_per_client_network() {
     let refused = run(w.login.refresh(&grant.tokens.refresh, &from(4), &device())).unwrap_err();
     assert_eq!(refused, AuthError::Refused(Refusal::TooManyRequests { retry_after: 900 }));
     assert!(run(w.login.refresh(&grant.tokens.refresh, &ClientIp("2001:db8:5:7::1".into()), &device())).is_ok());
+}
+
+// ---- Sessions on real networks: retries, lost answers, half-done work, evolving values ---------------------------
+
+#[test]
+fn a_refresh_retried_within_the_grace_period_works_and_so_do_both_pairs() {
+    let w = world();
+    let grant = w.log_in();
+    let first = w.refresh(&grant).unwrap(); // its answer is lost on the way to the app
+    w.clock.advance(29);
+    let retried = w.refresh(&grant).unwrap();
+    assert_eq!(retried.tokens.session_id, grant.tokens.session_id, "the same session");
+    assert_ne!(retried.tokens.refresh, first.tokens.refresh);
+    assert!(w.auth(&first).is_ok() && w.auth(&retried).is_ok());
+    w.clock.advance(600);
+    let later = w.refresh(&retried).expect("the retried pair's refresh token works");
+    assert!(w.refresh(&first).is_ok(), "so does the lost one, if it ever arrives");
+    assert_eq!(w.live_session_count(), 1);
+    assert!(w.auth(&later).is_ok());
+    assert!(!w.events.kinds().contains(&EventKind::RefreshReused));
+}
+
+#[test]
+fn two_parallel_refreshes_of_one_token_both_get_a_working_pair() {
+    let w = world();
+    let grant = w.log_in();
+    let (a, b) = run(futures_util::future::join(
+        w.login.refresh(&grant.tokens.refresh, &client(), &device()),
+        w.login.refresh(&grant.tokens.refresh, &client(), &device()),
+    ));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.tokens.session_id, b.tokens.session_id);
+    for pair in [&a, &b] {
+        assert!(w.auth(pair).is_ok());
+    }
+    w.clock.advance(3600);
+    assert!(w.refresh(&a).is_ok() && w.refresh(&b).is_ok());
+}
+
+#[test]
+fn a_rotated_token_presented_after_the_grace_period_revokes_every_token_of_the_session() {
+    let w = world();
+    let grant = w.log_in();
+    let first = w.refresh(&grant).unwrap();
+    let second = w.refresh(&grant).unwrap(); // within the grace period: a second pair
+    w.clock.advance(31);
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.events.kinds().last(), Some(&EventKind::RefreshReused));
+    for pair in [&first, &second] {
+        assert_eq!(w.auth(pair).unwrap_err(), AuthError::Invalid, "every access token of the session is deleted");
+        assert_eq!(w.refresh(pair).unwrap_err(), AuthError::Invalid);
+    }
+    assert_eq!(w.kv.access_token_count(), 0);
+}
+
+#[test]
+fn a_grace_period_of_zero_turns_the_grace_off() {
+    let mut w = world();
+    w.login.policy.refresh_reuse_grace_seconds = 0;
+    let grant = w.log_in();
+    let next = w.refresh(&grant).unwrap();
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.auth(&next).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.live_session_count(), 0);
+}
+
+#[test]
+fn an_app_logs_out_with_its_refresh_token_alone_once_its_access_token_expired() {
+    let w = world();
+    let grant = w.log_in();
+    let other = w.log_in();
+    w.clock.advance(901);
+    assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid, "the access token has expired");
+    run(w.login.logout_by_refresh(&grant.tokens.refresh, &client())).unwrap();
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid, "the refresh token is dead on the server");
+    assert_eq!(w.live_session_count(), 1, "only that session ended");
+    assert!(w.refresh(&other).is_ok());
+    run(w.login.logout_by_refresh(&grant.tokens.refresh, &client())).expect("a retried logout answers the same");
+    assert_eq!(w.events.kinds().iter().filter(|k| **k == EventKind::Logout).count(), 1);
+    let unknown = Token::parse(&"ab".repeat(32)).unwrap();
+    assert_eq!(run(w.login.logout_by_refresh(&unknown, &client())).unwrap_err(), AuthError::Invalid);
+}
+
+#[test]
+fn logging_out_with_the_refresh_token_kills_the_live_access_tokens_too() {
+    let w = world();
+    let grant = w.log_in();
+    let next = w.refresh(&grant).unwrap();
+    run(w.login.logout_by_refresh(&grant.tokens.refresh, &client())).expect("a rotated-out token of the session");
+    assert_eq!(w.auth(&next).unwrap_err(), AuthError::Invalid);
+    assert_eq!(w.kv.access_token_count(), 0);
+}
+
+#[test]
+fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    let w = world();
+    let mut grant = w.log_in();
+    let day = 86_400;
+    for _ in 0..3 {
+        w.clock.advance(29 * day);
+        grant = w.refresh(&grant).unwrap();
+    }
+    // 87 days after the login: the refresh token lives 3 more days, not 30.
+    assert_eq!(grant.tokens.refresh_expires_in, 3 * day);
+    w.clock.advance(3 * day);
+    assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
+    let (created, ends) =
+        (w.db.number("SELECT created_at FROM sessions"), w.db.number("SELECT expires_at FROM sessions"));
+    assert_eq!(ends - created, 90 * day);
+}
+
+#[test]
+fn a_session_cannot_be_longer_than_its_maximum_even_at_login() {
+    let mut w = world();
+    w.login.policy.session_max_seconds = 86_400;
+    let grant = w.log_in();
+    assert_eq!(grant.tokens.refresh_expires_in, 86_400);
+}
+
+#[test]
+fn a_verify_whose_token_cannot_be_written_starts_no_session_and_spends_no_code() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    w.kv.failing_puts.set(1);
+    assert!(matches!(w.verify(&id, &code), Err(LoginError::Internal(_))));
+    assert_eq!(w.db.number("SELECT count(*) FROM sessions"), 0, "no phantom session");
+    assert!(w.verify(&id, &code).is_ok(), "the code was not spent");
+}
+
+#[test]
+fn a_verify_whose_d1_answer_is_lost_leaves_no_session_listed() {
+    let w = world();
+    let id = email("mobile.test@example.com");
+    let code = w.send_code(&id).unwrap().unwrap();
+    // The reservation's answer arrives; the redemption commits and its answer is lost.
+    w.seam.lose_answer_of.set(2);
+    assert!(matches!(w.verify(&id, &code), Err(LoginError::Internal(_))));
+    assert_eq!(w.db.number("SELECT count(*) FROM sessions"), 1, "the redemption did commit");
+    assert_eq!(w.live_session_count(), 0, "but the session nobody holds is ended");
+    assert_eq!(w.kv.access_token_count(), 0);
+}
+
+#[test]
+fn a_refresh_whose_d1_answer_is_lost_can_be_retried_even_without_a_grace_period() {
+    let mut w = world();
+    w.login.policy.refresh_reuse_grace_seconds = 0;
+    let grant = w.log_in();
+    // The lookup's answer arrives; the rotation commits and its answer is lost.
+    w.seam.lose_answer_of.set(2);
+    assert!(matches!(w.refresh(&grant), Err(AuthError::Internal(_))));
+    let retried = w.refresh(&grant).expect("the rotation was undone: no reuse");
+    assert!(w.auth(&retried).is_ok());
+    assert_eq!(w.live_session_count(), 1);
+}
+
+#[test]
+fn a_refresh_whose_token_cannot_be_written_leaves_the_old_refresh_token_current() {
+    let mut w = world();
+    w.login.policy.refresh_reuse_grace_seconds = 0;
+    let grant = w.log_in();
+    w.kv.failing_puts.set(1);
+    assert!(matches!(w.refresh(&grant), Err(AuthError::Internal(_))));
+    assert!(w.refresh(&grant).is_ok(), "nothing was rotated");
+}
+
+#[test]
+fn logout_all_attempts_every_deletion_and_a_retry_completes_it() {
+    let w = world();
+    let grants: Vec<LoginGrant> = (0..4).map(|_| w.log_in()).collect();
+    let auth = w.auth(&grants[0]).unwrap();
+    // Every first attempt fails, and the first retry too: one token stays, the others are still deleted.
+    w.kv.failing_deletes.set(5);
+    assert!(matches!(run(w.login.logout_all(&auth)), Err(AuthError::Internal(_))));
+    assert_eq!(w.kv.access_token_count(), 1, "every other token was deleted");
+    assert_eq!(w.live_session_count(), 0);
+    let survivor = grants.iter().find(|g| w.auth(g).is_ok()).unwrap();
+    let auth = w.auth(survivor).unwrap();
+    assert_eq!(run(w.login.logout_all(&auth)).unwrap(), 0, "nothing left to end...");
+    assert_eq!(w.kv.access_token_count(), 0, "...but the deletion completes");
+}
+
+#[test]
+fn stored_values_carry_a_version_and_decode_tolerantly() {
+    let w = world();
+    let grant = w.log_in();
+    let stored = |w: &World| {
+        let auth = w.auth(&grant).unwrap();
+        (auth.session.format, auth.session.session_id)
+    };
+    assert_eq!(stored(&w), (SESSION_FORMAT, grant.tokens.session_id));
+
+    // A newer writer adds fields, at the top and in the user: still a live token.
+    w.kv.rewrite_values(|v| {
+        v.replacen('{', r#"{"device_class":"phone","#, 1).replace(r#""is_active""#, r#""nickname":"M","is_active""#)
+    });
+    assert!(w.auth(&grant).is_ok());
+    // A value from before versions existed.
+    w.kv.rewrite_values(|v| {
+        let mut value: serde_json::Value = serde_json::from_str(v).unwrap();
+        value.as_object_mut().unwrap().remove("v");
+        value.to_string()
+    });
+    assert_eq!(stored(&w).0, 1);
+    // Unusable values are no token: 401, never 500.
+    for broken in [r#"{"v":2}"#, "not json", r#"{"v":2,"session_id":"x"}"#] {
+        w.kv.rewrite_values(|_| broken.to_owned());
+        assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid, "{broken}");
+    }
+}
+
+#[test]
+fn a_snapshot_without_the_employee_flag_may_not_be_used() {
+    let w = world();
+    let grant = w.log_in();
+    w.kv.rewrite_values(|v| v.replace(r#","in_employee_group":true"#, ""));
+    assert_eq!(w.auth(&grant).unwrap_err(), AuthError::Invalid);
+}
+
+#[test]
+fn verify_does_the_same_storage_work_for_an_employee_and_anyone_else() {
+    let w = world();
+    let mut work = Vec::new();
+    for address in ["mobile.test@example.com", "outsider@example.com", "former@example.com", "nobody@example.com"] {
+        let id = email(address);
+        w.send_code(&id).unwrap();
+        let before = w.seam.batches.borrow().len();
+        let (puts, kv) = (w.kv.access_token_count(), w.kv.clone());
+        let _ = w.verify(&id, "000000");
+        let batches: Vec<Vec<String>> = w.seam.batches.borrow()[before..].to_vec();
+        assert_eq!(kv.access_token_count(), puts);
+        work.push(batches);
+    }
+    assert_eq!(work[0].len(), 1, "one D1 round trip and no KV read");
+    assert!(work.iter().all(|w| *w == work[0]), "the same statements for every identifier");
 }

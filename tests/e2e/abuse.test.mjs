@@ -266,6 +266,7 @@ describe("abuse resistance, validation and CORS", { timeout: 600_000 }, () => {
       assert.equal(res.headers.get("access-control-allow-origin"), ALLOWED_ORIGIN, describeResponse(res));
       const methods = (res.headers.get("access-control-allow-methods") ?? "").toUpperCase();
       assert.ok(methods.includes("POST"), `Allow-Methods includes POST: ${describeResponse(res)}`);
+      assert.ok(methods.includes("DELETE"), `Allow-Methods includes DELETE (sessions/<id>/): ${describeResponse(res)}`);
       const headers = (res.headers.get("access-control-allow-headers") ?? "").toLowerCase();
       assert.ok(headers.includes("content-type") && headers.includes("authorization"), `Allow-Headers: ${describeResponse(res)}`);
       if (!/origin/i.test(res.headers.get("vary") ?? "")) t.diagnostic("note: no `Vary: Origin` on the preflight answer");
@@ -286,6 +287,7 @@ describe("abuse resistance, validation and CORS", { timeout: 600_000 }, () => {
       const allowed = await call(worker.url, "POST", PATHS.generate, { json: { email }, ip, headers: { Origin: ALLOWED_ORIGIN } });
       assertOtpSent(allowed, { otpType: "email", contactInfo: email });
       assert.equal(allowed.headers.get("access-control-allow-origin"), ALLOWED_ORIGIN, describeResponse(allowed));
+      assert.equal(allowed.headers.get("access-control-expose-headers"), "Retry-After", describeResponse(allowed));
       const other = await call(worker.url, "POST", PATHS.generate, {
         json: { email: `x.${email}` },
         ip,

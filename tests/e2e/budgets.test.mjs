@@ -155,12 +155,14 @@ describe("budgets: bundle size, startup CPU, storage work", { timeout: 600_000 }
       assert.ok(kvOps(flow.total) <= BUDGET.loginFlowKvOps, `KV operations in the whole flow: ${kvOps(flow.total)}`);
     });
 
-    test("after its answer, an email login's request reaches D1 once: its audit batch", () => {
+    test("after its answer, an email login's verify reaches D1 once (its audit batch) and its generate twice", () => {
       // The account the delivery needs is read in generate-otp's response-path batch; an SMS login also claims a
-      // slot under the daily SMS cap, which is not counted here.
-      for (const op of ["generate-otp", "verify-otp"]) {
+      // slot under the daily SMS cap, which is not counted here. generate-otp's delivery first stores the code's
+      // digest in its D1 challenge row (where verify reads it, consistently everywhere), then sends it.
+      const after = { "generate-otp": 2, "verify-otp": 1 };
+      for (const [op, trips] of Object.entries(after)) {
         const step = steps.find((s) => s.op === op);
-        assert.equal(step.after.d1_round_trips, 1, `${op}: D1 round trips after the answer`);
+        assert.equal(step.after.d1_round_trips, trips, `${op}: D1 round trips after the answer`);
       }
     });
 
@@ -169,9 +171,12 @@ describe("budgets: bundle size, startup CPU, storage work", { timeout: 600_000 }
       const generate = steps.find((s) => s.op === "generate-otp");
       const verify = steps.find((s) => s.op === "verify-otp");
       assert.ok(generate.response.d1_round_trips >= 1, "generate-otp opens its challenge in D1 before answering");
-      assert.ok(generate.after.kv_writes >= 1, "the code is written to KV after the answer");
-      assert.ok(verify.response.kv_reads >= 1, "verify-otp reads the code from KV");
-      assert.ok(verify.response.d1_round_trips >= 1, "verify-otp counts the guess in D1");
+      // The code's digest lives in the D1 challenge row (a KV read can be stale or a cached miss at a location, and
+      // would make a correct code count as wrong): the delivery writes it to D1, verify reads it with the guess's
+      // reservation, and the only KV write of the flow is the access token.
+      assert.ok(generate.after.d1_round_trips >= 1, "the code's digest is written to D1 after the answer");
+      assert.ok(verify.response.kv_writes >= 1, "verify-otp writes the access token to KV");
+      assert.ok(verify.response.d1_round_trips >= 2, "verify-otp counts the guess in D1, then redeems the code");
       assert.ok(verify.response.d1_rows_read >= 1, "D1 reports rows read");
       const logout = steps.find((s) => s.op === "logout");
       assert.ok(logout.response.kv_deletes + logout.response.d1_round_trips >= 1, "logout kills the token in storage");

@@ -558,7 +558,7 @@ describe("security properties", { timeout: 900_000 }, () => {
     const token = assertLogin(await api.post(PATHS.verify, { email: e.email, otp_code: code }, { ip: freshIp() }), { email: e.email });
     const me = await api.get(PATHS.me, { token, ip: freshIp() });
     assert.equal(me.status, 200, describeResponse(me)); // the session is live, so its KV entry exists
-    // A second, unused code stays in KV (until it expires) beside the session.
+    // A second, unused code: its keyed digest waits in its D1 challenge row.
     await sleep(COOLDOWN_WAIT_MS);
     const pending = await codeFor(e.email);
     const secrets = [code, pending, token];
@@ -573,14 +573,17 @@ describe("security properties", { timeout: 900_000 }, () => {
     for (const required of ["login_events", "otp_challenges", "rate_limits"]) assert.ok(tables.includes(required), `table ${required} in ${tables}`);
     const dump = {};
     for (const name of tables) dump[name] = await worker.d1(`SELECT * FROM "${name}"`);
-    assert.ok(dump.otp_challenges.some((r) => JSON.stringify(r).includes(e.email)), "the dump holds this identifier's challenge");
+    const challenge = dump.otp_challenges.find((r) => JSON.stringify(r).includes(e.email));
+    assert.ok(challenge, "the dump holds this identifier's challenge");
+    assert.match(challenge.code_digest ?? "", /^[0-9a-f]{64}$/, "the pending code is stored as its keyed digest");
     assert.deepEqual(leaks(JSON.stringify(dump)), [], "a code or token in D1");
 
     // KV: every key and every value.
     const kvArgs = ["--binding", "AUTH_KV", "--local", "--persist-to", worker.persistDir];
     const keys = jsonFrom(await wrangler(["kv", "key", "list", ...kvArgs])).map((k) => k.name);
     assert.ok(keys.some((k) => k.startsWith("session:")), `a session key in KV: ${keys}`);
-    assert.ok(keys.some((k) => k.includes(e.email)), `this identifier's code key in KV: ${keys}`);
+    // The code's digest lives in D1 (where every location reads it consistently); KV holds only access tokens.
+    assert.ok(keys.every((k) => k.startsWith("session:")), `only access tokens in KV: ${keys}`);
     assert.deepEqual(leaks(keys.join("\n")), [], "a code or token in a KV key");
     const keyFile = path.join(worker.persistDir, "..", "kv-keys.json");
     await writeFile(keyFile, JSON.stringify(keys));

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use super::sessions::{start_session, FIRST_REFRESH_TOKEN};
+use super::sessions::{start_session, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
 use super::{user_by_identifier, user_from, UserRow, D1};
 use crate::adapters::sql::{int, opt_text, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{ChallengeId, Identifier, UnixTime};
@@ -56,7 +56,7 @@ const OPEN_CHALLENGE: &str = concat!(
     subject_locked!(),
     " ON CONFLICT (identifier) DO UPDATE SET ",
     "challenge_id = excluded.challenge_id, issued_at = excluded.issued_at, expires_at = excluded.expires_at, ",
-    "consumed_at = NULL, failed_attempts = 0, reserved_by = NULL, ",
+    "consumed_at = NULL, failed_attempts = 0, reserved_by = NULL, code_digest = NULL, ",
     "window_started_at = CASE WHEN otp_challenges.window_started_at > ?3 - 3600 ",
     "THEN otp_challenges.window_started_at ELSE ?3 END, ",
     "sends_in_window = CASE WHEN otp_challenges.window_started_at > ?3 - 3600 ",
@@ -74,8 +74,12 @@ const RESERVE_GUESS: &str = concat!(
     "WHERE identifier = ?1 AND consumed_at IS NULL AND expires_at > ?3 AND failed_attempts < ?4 ",
     "AND (SELECT hits FROM rate_limits WHERE bucket = ?5) <= ?6 AND NOT ",
     subject_locked!(),
-    " RETURNING challenge_id, failed_attempts"
+    " RETURNING challenge_id, failed_attempts, code_digest"
 );
+
+/// The delivery's record of the code it sends: ?3 its keyed digest, on the identifier's (?1) current challenge ?2.
+const STORE_CODE: &str = "\
+UPDATE otp_challenges SET code_digest = ?3 WHERE identifier = ?1 AND challenge_id = ?2 AND consumed_at IS NULL";
 
 /// The subject's counter row, created empty if this batch reserved a guess (?4 the nonce): ?1 key, ?2 value, ?3 now.
 const ENSURE_COUNTER: &str = concat!(
@@ -167,6 +171,7 @@ impl StateRow {
 struct ReservedRow {
     challenge_id: String,
     failed_attempts: u32,
+    code_digest: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -284,8 +289,17 @@ impl<X: Database> Challenges for D1<X> {
                 int(policy.max_consecutive_failures.into()),
             ],
         );
-        let results =
-            self.batch(vec![count_request(&bucket, now, policy), reserve, ensure, count, state(identifier)]).await?;
+        // The account is read in the same batch for every identifier; it is used only once a code proved correct.
+        let results = self
+            .batch(vec![
+                count_request(&bucket, now, policy),
+                reserve,
+                ensure,
+                count,
+                state(identifier),
+                user_by_identifier(identifier),
+            ])
+            .await?;
 
         if let Some(row) = results.first::<ReservedRow>(1)? {
             let counted: FailureRow =
@@ -298,6 +312,8 @@ impl<X: Database> Challenges for D1<X> {
                     locked_until: UnixTime(counted.locked_until),
                     held: counted.held != 0,
                 },
+                digest: row.code_digest,
+                account: user_from(results.first::<UserRow>(5)?)?.map(Box::new),
             });
         }
         if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_verify_limit, now) {
@@ -325,11 +341,22 @@ impl<X: Database> Challenges for D1<X> {
         Ok(row.hits <= cap)
     }
 
+    async fn store_code(
+        &self,
+        identifier: &Identifier,
+        challenge: &ChallengeId,
+        digest: &str,
+    ) -> Result<(), StoreError> {
+        let statement = Statement::new(STORE_CODE, vec![text(&identifier.key()), text(&challenge.0), text(digest)]);
+        self.batch(vec![statement]).await.map(|_| ())
+    }
+
     async fn redeem(
         &self,
         identifier: &Identifier,
         challenge: &ChallengeId,
         now: UnixTime,
+        session_id: i64,
         start: &NewSession,
     ) -> Result<Redemption, StoreError> {
         let key = identifier.key();
@@ -348,20 +375,22 @@ impl<X: Database> Challenges for D1<X> {
                 opt_text(device.country.as_deref()),
                 opt_text(device.city.as_deref()),
                 text(identifier.value()),
+                int(session_id),
             ],
         );
         let refresh =
             Statement::new(FIRST_REFRESH_TOKEN, vec![text(&start.refresh.0), text(&start.access.0), int(now.0)]);
+        let access = Statement::new(FIRST_ACCESS_TOKEN, vec![text(&start.access.0)]);
         let clear = Statement::new(
             CLEAR_FAILURES,
             vec![text(&key), text(identifier.value()), int(now.0), text(&start.access.0)],
         );
         let redeem = Statement::new(REDEEM, vec![text(&key), text(&challenge.0), int(now.0)]);
-        let results = self.batch(vec![session, refresh, clear, redeem, user_by_identifier(identifier)]).await?;
-        if results.first::<IdRow>(3)?.is_none() {
+        let results = self.batch(vec![session, refresh, access, clear, redeem, user_by_identifier(identifier)]).await?;
+        if results.first::<IdRow>(4)?.is_none() {
             return Ok(Redemption::AlreadyUsed);
         }
         let session_id = results.first::<SessionIdRow>(0)?.map(|row| row.id);
-        Ok(Redemption::Redeemed { user: user_from(results.first::<UserRow>(4)?)?.map(Box::new), session_id })
+        Ok(Redemption::Redeemed { user: user_from(results.first::<UserRow>(5)?)?.map(Box::new), session_id })
     }
 }

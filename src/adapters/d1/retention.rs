@@ -26,6 +26,8 @@ const PURGE_PROVISIONING_EVENTS: &str = "DELETE FROM provisioning_events WHERE o
 const PURGE_REFRESH_TOKENS: &str = "\
 DELETE FROM refresh_tokens WHERE session_id IN (
   SELECT id FROM sessions WHERE COALESCE(revoked_at, expires_at) < ?1 - ?2)";
+/// Access tokens expired before ?1: KV no longer serves them, so no revocation needs their digests.
+const PURGE_ACCESS_TOKENS: &str = "DELETE FROM access_tokens WHERE expires_at < ?1";
 const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE COALESCE(revoked_at, expires_at) < ?1 - ?2";
 
 /// Rows removed by one cleanup run.
@@ -53,6 +55,7 @@ impl<X: Database> D1<X> {
                 Statement::new(PURGE_COUNTERS, vec![int(now.0), int(longest_window)]),
                 Statement::new(PURGE_CHALLENGES, vec![int(now.0)]),
                 Statement::new(PURGE_EVENTS, vec![int(now.0), int(retention_seconds)]),
+                Statement::new(PURGE_ACCESS_TOKENS, vec![int(now.0)]),
                 Statement::new(PURGE_REFRESH_TOKENS, vec![int(now.0), int(session_retention_seconds)]),
                 Statement::new(PURGE_SESSIONS, vec![int(now.0), int(session_retention_seconds)]),
                 Statement::new(PURGE_PROVISIONING_EVENTS, vec![int(now.0), int(retention_seconds)]),
@@ -61,8 +64,8 @@ impl<X: Database> D1<X> {
         Ok(Purged {
             counters: results.changes(0)?,
             challenges: results.changes(1)?,
-            events: results.changes(2)? + results.changes(5)?,
-            sessions: results.changes(4)?,
+            events: results.changes(2)? + results.changes(6)?,
+            sessions: results.changes(5)?,
         })
     }
 }

@@ -4,27 +4,24 @@ use serde::Deserialize;
 
 use super::challenges::{count_request, counter, ip_bucket};
 use super::{user_from, user_query, UserRow, D1};
-use crate::adapters::sql::{int, opt_text, store_error, text, BatchResults, Database, Statement};
+use crate::adapters::sql::{int, opt_int, opt_text, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{Identifier, TokenDigest, UnixTime};
-use crate::login::{ClientIp, NewSession, Policy, Revoked, Rotation, Scope, SessionInfo, Sessions, StoreError};
-
-/// The account whose refresh token ?1 was just rotated to ?2 by this batch.
-const USER_OF_ROTATION: &str = user_query!(
-    "u.id = (SELECT s.user_id FROM sessions s JOIN refresh_tokens r ON r.session_id = s.id \
-     WHERE r.digest = ?1 AND r.replaced_by = ?2)"
-);
+use crate::login::{
+    ClientIp, Lookup, NewSession, Policy, RefreshLogout, Revocation, Rotation, Scope, SessionInfo, Sessions, StoreError,
+};
 
 /// Starts a session for the account behind the identifier, in the redeem batch and *before* its `REDEEM`: the
 /// condition is exactly the one `REDEEM` then consumes, evaluated in the same transaction, so the row exists if and
 /// only if this batch redeemed the code, and only for an account that may log in. ?1 challenge key, ?2 challenge id,
 /// ?3 now, ?4 refresh expiry, ?5 access digest, ?6 access expiry, ?7 user agent, ?8 ip, ?9 country, ?10 city,
-/// ?11 the identifier's value.
+/// ?11 the identifier's value, ?12 the session's id (chosen at random by the caller, which writes the access token
+/// to KV, under this id, before this statement can make it live).
 macro_rules! start_session {
     ($user:literal) => {
         concat!(
-            "INSERT INTO sessions (user_id, created_at, last_used_at, expires_at, access_digest, access_expires_at, ",
+            "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, access_digest, access_expires_at, ",
             "user_agent, ip, country, city) ",
-            "SELECT u.id, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM users u WHERE ",
+            "SELECT ?12, u.id, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM users u WHERE ",
             $user,
             " AND u.is_active = 1 AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id ",
             "WHERE ug.user_id = u.id AND g.is_employee_group = 1) ",
@@ -47,68 +44,133 @@ pub(super) fn start_session(identifier: &Identifier) -> &'static str {
 
 /// The session's first refresh token: ?1 its digest, ?2 the session's access digest (unique), ?3 now.
 pub(super) const FIRST_REFRESH_TOKEN: &str = "\
-INSERT INTO refresh_tokens (digest, session_id, issued_at) SELECT ?1, id, ?3 FROM sessions WHERE access_digest = ?2";
+INSERT INTO refresh_tokens (digest, session_id, issued_at, access_digest)
+SELECT ?1, id, ?3, ?2 FROM sessions WHERE access_digest = ?2";
 
-/// The session a refresh token ?1 belongs to, read before the batch changes it (for its access digest).
+/// The session's first access token, listed for revocation: ?1 the session's access digest (unique).
+pub(super) const FIRST_ACCESS_TOKEN: &str = "\
+INSERT INTO access_tokens (digest, session_id, expires_at)
+SELECT access_digest, id, access_expires_at FROM sessions WHERE access_digest = ?1";
+
+/// Whether the account of session `s` may log in (as the `u` of the enclosing query).
+macro_rules! may_log_in {
+    () => {
+        "u.is_active = 1 AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id \
+         WHERE ug.user_id = u.id AND g.is_employee_group = 1)"
+    };
+}
+
+/// The live session a refresh token ?1 (current or rotated out) belongs to at ?2.
 const SESSION_OF_REFRESH: &str = "\
-SELECT s.id, s.user_id, s.access_digest FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id
-WHERE r.digest = ?1";
+SELECT s.id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id
+WHERE r.digest = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2";
 
-/// The race-deciding step of a refresh: marks ?1 replaced by ?2 if it is its session's current token, the session
-/// is live at ?3, the account may still log in and the client's counter ?4 is within ?5. Only one request can find
-/// `replaced_by IS NULL`.
+/// The account of the session of refresh token ?1.
+const USER_OF_REFRESH: &str = user_query!(
+    "u.id = (SELECT s.user_id FROM sessions s JOIN refresh_tokens r ON r.session_id = s.id WHERE r.digest = ?1)"
+);
+
+/// The access token issued with refresh token ?1 (to delete once a rotation replaces it); for a token issued before
+/// the two were recorded together, the session's latest one.
+const PAIRED_ACCESS: &str = "\
+SELECT COALESCE(r.access_digest, s.access_digest) AS access_digest
+FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.digest = ?1";
+
+/// The step that decides a refresh: the new refresh token ?2 (paired with access token ?5) joins the session of ?1
+/// if ?1 is its current token, or was rotated out less than ?4 seconds before ?3 (a retry), the session is live at
+/// ?3 and its account may still log in. Every later statement of the batch keys on ?2 existing.
+const ADMIT_REFRESH: &str = concat!(
+    "INSERT INTO refresh_tokens (digest, session_id, issued_at, access_digest) ",
+    "SELECT ?2, r.session_id, ?3, ?5 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id ",
+    "JOIN users u ON u.id = s.user_id ",
+    "WHERE r.digest = ?1 AND (r.replaced_by IS NULL OR r.replaced_at > ?3 - ?4) ",
+    "AND s.revoked_at IS NULL AND s.expires_at > ?3 AND ",
+    may_log_in!()
+);
+
+/// Rotation: ?1 is replaced by ?2 at ?3, if ?1 was still current and ?2 was admitted. Only one request can find
+/// `replaced_by IS NULL`; a retry within the grace period leaves the first successor in place.
 const CLAIM_REFRESH: &str = "\
-UPDATE refresh_tokens SET replaced_by = ?2
-WHERE digest = ?1 AND replaced_by IS NULL AND (SELECT hits FROM rate_limits WHERE bucket = ?4) <= ?5
-  AND session_id IN (
-  SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
-  WHERE s.revoked_at IS NULL AND s.expires_at > ?3 AND u.is_active = 1
-    AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id
-                WHERE ug.user_id = u.id AND g.is_employee_group = 1))
+UPDATE refresh_tokens SET replaced_by = ?2, replaced_at = ?3
+WHERE digest = ?1 AND replaced_by IS NULL AND EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2)
 RETURNING session_id AS id";
 
-/// The successor token, only if this batch's claim succeeded (?2 is unique to it): ?1 old, ?2 new, ?3 now.
-const NEXT_REFRESH_TOKEN: &str = "\
-INSERT INTO refresh_tokens (digest, session_id, issued_at)
-SELECT ?2, session_id, ?3 FROM refresh_tokens WHERE digest = ?1 AND replaced_by = ?2";
+/// Lists the new access token ?3 (expiring at ?4) under the session ?2 joined: ?2 new refresh token.
+const NEXT_ACCESS_TOKEN: &str = "\
+INSERT INTO access_tokens (digest, session_id, expires_at) SELECT ?3, session_id, ?4 FROM refresh_tokens WHERE digest = ?2";
 
-/// Moves the session to the new pair, only if this batch's claim succeeded: ?1 old refresh, ?2 new refresh, ?3 now,
-/// ?4 access digest, ?5 access expiry, ?6 refresh expiry, ?7 user agent, ?8 ip, ?9 country, ?10 city.
+/// Moves the session to the new pair, if ?2 was admitted: ?2 new refresh, ?3 now, ?4 access digest, ?5 access
+/// expiry, ?6 refresh expiry, ?7 the absolute lifetime from creation, ?8 user agent, ?9 ip, ?10 country, ?11 city.
+/// The session's end never moves past its creation plus ?7, however often it is refreshed.
 const MOVE_SESSION: &str = "\
-UPDATE sessions SET access_digest = ?4, access_expires_at = ?5, expires_at = ?6, last_used_at = ?3,
-  user_agent = COALESCE(?7, user_agent), ip = COALESCE(?8, ip), country = COALESCE(?9, country),
-  city = COALESCE(?10, city)
-WHERE id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by = ?2)";
+UPDATE sessions SET access_digest = ?4, access_expires_at = ?5, expires_at = min(?6, created_at + ?7), last_used_at = ?3,
+  user_agent = COALESCE(?8, user_agent), ip = COALESCE(?9, ip), country = COALESCE(?10, country),
+  city = COALESCE(?11, city)
+WHERE id = (SELECT session_id FROM refresh_tokens WHERE digest = ?2)
+RETURNING id, user_id, expires_at";
 
-/// Reuse detection: ?1 was rotated out by another request (its successor is not this batch's ?2), so whoever holds
-/// it is replaying it; the session ends at ?3 (unless the client's counter ?4 is over ?5: nothing is decided then).
+/// Reuse detection: ?1 was rotated out and ?2 was not admitted (so the rotation was longer ago than the grace
+/// period, or the session is over), so whoever holds ?1 is replaying it; the session ends at ?3.
 const REVOKE_ON_REUSE: &str = "\
 UPDATE sessions SET revoked_at = ?3, revoked_reason = 'refresh token reused'
-WHERE revoked_at IS NULL AND (SELECT hits FROM rate_limits WHERE bucket = ?4) <= ?5 AND id = (
-  SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL AND replaced_by <> ?2)
-RETURNING id, user_id, access_digest";
+WHERE revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2) AND id = (
+  SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL)
+RETURNING id, user_id";
 
-/// The account lost access: ?1 is its session's current token (not rotated), the session is live at ?2, but the
-/// user is inactive or in no employee group; the session ends, so the access token's stale snapshot can go too
-/// (unless the client's counter ?3 is over ?4).
-const REVOKE_ON_LOST_ACCESS: &str = "\
-UPDATE sessions SET revoked_at = ?2, revoked_reason = 'account may no longer log in'
-WHERE revoked_at IS NULL AND expires_at > ?2 AND (SELECT hits FROM rate_limits WHERE bucket = ?3) <= ?4
-  AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NULL)
-  AND user_id NOT IN (SELECT u.id FROM users u WHERE u.is_active = 1 AND EXISTS (
-    SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id
-    WHERE ug.user_id = u.id AND g.is_employee_group = 1))
-RETURNING id, user_id, access_digest";
+/// The account lost access: ?1 is its session's current token, the session is live at ?3, ?2 was not admitted, and
+/// the user is inactive or in no employee group; the session ends, so the access tokens' stale snapshots go too.
+const REVOKE_ON_LOST_ACCESS: &str = concat!(
+    "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'account may no longer log in' ",
+    "WHERE revoked_at IS NULL AND expires_at > ?3 AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2) ",
+    "AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NULL) ",
+    "AND user_id NOT IN (SELECT u.id FROM users u WHERE ",
+    may_log_in!(),
+    ") RETURNING id, user_id"
+);
+
+/// The unexpired access tokens at ?2 of the session of refresh token ?1, if it is revoked.
+const ACCESS_OF_REVOKED_FAMILY: &str = "\
+SELECT a.digest FROM access_tokens a JOIN sessions s ON s.id = a.session_id
+WHERE s.id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1) AND s.revoked_at IS NOT NULL
+  AND a.expires_at > ?2";
+
+/// Undoing a rotation to ?2 whose answer was lost: ?1 is current again (if ?2 had replaced it), and ?2 and its
+/// access token ?3 are forgotten.
+const RESTORE_REFRESH: &str = "\
+UPDATE refresh_tokens SET replaced_by = NULL, replaced_at = NULL WHERE digest = ?1 AND replaced_by = ?2";
+const FORGET_REFRESH: &str = "DELETE FROM refresh_tokens WHERE digest = ?1";
+const FORGET_ACCESS: &str = "DELETE FROM access_tokens WHERE digest = ?1";
+
+/// A session started or moved to access token ?1 whose answer could not be given ends at ?2.
+const ABANDON: &str = "\
+UPDATE sessions SET revoked_at = ?2, revoked_reason = 'answer not delivered' WHERE access_digest = ?1 AND revoked_at IS NULL";
 
 /// Ends one live session of a user: ?1 user, ?2 session, ?3 now, ?4 reason.
 const REVOKE_ONE: &str = "\
 UPDATE sessions SET revoked_at = ?3, revoked_reason = ?4 WHERE user_id = ?1 AND id = ?2 AND revoked_at IS NULL
-RETURNING id, user_id, access_digest";
+RETURNING id";
 
 /// Ends every live session of a user: ?1 user, ?2 now, ?3 reason.
 const REVOKE_ALL: &str = "\
 UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL
-RETURNING id, user_id, access_digest";
+RETURNING id";
+
+/// The unexpired access tokens at ?2 of user ?1's revoked sessions (only session ?3, if it is not NULL).
+const ACCESS_OF_REVOKED: &str = "\
+SELECT a.digest FROM access_tokens a JOIN sessions s ON s.id = a.session_id
+WHERE s.user_id = ?1 AND s.revoked_at IS NOT NULL AND a.expires_at > ?2 AND (?3 IS NULL OR s.id = ?3)";
+
+/// Logout by refresh token: ends the session ?1 (current or rotated out) belongs to, at ?2, unless the client's
+/// counter ?3 is over ?4.
+const REVOKE_BY_REFRESH: &str = "\
+UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout'
+WHERE revoked_at IS NULL AND (SELECT hits FROM rate_limits WHERE bucket = ?3) <= ?4
+  AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1)
+RETURNING id";
+
+/// The session refresh token ?1 belongs to, whatever its state.
+const SESSION_OF_TOKEN: &str = "\
+SELECT s.id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.digest = ?1";
 
 /// A user's live sessions at ?2, most recently used first.
 const LIST_SESSIONS: &str = "\
@@ -120,12 +182,26 @@ struct SessionIdRow {
     id: i64,
 }
 
-/// A session's id, owner and access digest (one row type for several statements keeps the Worker small).
 #[derive(Deserialize)]
-struct SessionKeyRow {
+struct OwnedRow {
     id: i64,
     user_id: i64,
+}
+
+#[derive(Deserialize)]
+struct MovedRow {
+    id: i64,
+    expires_at: i64,
+}
+
+#[derive(Deserialize)]
+struct AccessRow {
     access_digest: String,
+}
+
+#[derive(Deserialize)]
+struct DigestRow {
+    digest: String,
 }
 
 #[derive(Deserialize)]
@@ -139,25 +215,63 @@ struct SessionInfoRow {
     city: Option<String>,
 }
 
+fn digests<R: BatchResults>(results: &R, index: usize) -> Result<Vec<TokenDigest>, StoreError> {
+    Ok(results.rows::<DigestRow>(index)?.into_iter().map(|row| TokenDigest(row.digest)).collect())
+}
+
 impl<X: Database> Sessions for D1<X> {
+    async fn lookup(
+        &self,
+        refresh: &TokenDigest,
+        client: &ClientIp,
+        now: UnixTime,
+        policy: &Policy,
+    ) -> Result<Lookup, StoreError> {
+        let bucket = ip_bucket(client, "refresh");
+        let results = self
+            .batch(vec![
+                count_request(&bucket, now, policy),
+                Statement::new(SESSION_OF_REFRESH, vec![text(&refresh.0), int(now.0)]),
+                Statement::new(USER_OF_REFRESH, vec![text(&refresh.0)]),
+            ])
+            .await?;
+        if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_refresh_limit, now) {
+            return Ok(Lookup::Refused(refusal));
+        }
+        let session = results.first::<SessionIdRow>(1)?;
+        Ok(match (session, user_from(results.first::<UserRow>(2)?)?) {
+            (Some(session), Some(user)) => Lookup::Live { session_id: session.id, user: Box::new(user) },
+            _ => Lookup::Unknown,
+        })
+    }
+
     async fn rotate(
         &self,
         refresh: &TokenDigest,
         next: &NewSession,
-        client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Rotation, StoreError> {
         let (old, new) = (text(&refresh.0), text(&next.refresh.0));
-        let bucket = ip_bucket(client, "refresh");
-        let (gate, limit) = (text(&bucket), int(policy.ip_refresh_limit.into()));
         let device = &next.device;
         let results = self
             .batch(vec![
-                count_request(&bucket, now, policy),
-                Statement::new(SESSION_OF_REFRESH, vec![old.clone()]),
-                Statement::new(CLAIM_REFRESH, vec![old.clone(), new.clone(), int(now.0), gate.clone(), limit.clone()]),
-                Statement::new(NEXT_REFRESH_TOKEN, vec![old.clone(), new.clone(), int(now.0)]),
+                Statement::new(PAIRED_ACCESS, vec![old.clone()]),
+                Statement::new(
+                    ADMIT_REFRESH,
+                    vec![
+                        old.clone(),
+                        new.clone(),
+                        int(now.0),
+                        int(policy.refresh_reuse_grace_seconds),
+                        text(&next.access.0),
+                    ],
+                ),
+                Statement::new(CLAIM_REFRESH, vec![old.clone(), new.clone(), int(now.0)]),
+                Statement::new(
+                    NEXT_ACCESS_TOKEN,
+                    vec![old.clone(), new.clone(), text(&next.access.0), int(next.access_expires_at.0)],
+                ),
                 Statement::new(
                     MOVE_SESSION,
                     vec![
@@ -167,65 +281,103 @@ impl<X: Database> Sessions for D1<X> {
                         text(&next.access.0),
                         int(next.access_expires_at.0),
                         int(next.refresh_expires_at.0),
+                        int(policy.session_max_seconds),
                         opt_text(device.user_agent.as_deref()),
                         opt_text(device.ip.as_deref()),
                         opt_text(device.country.as_deref()),
                         opt_text(device.city.as_deref()),
                     ],
                 ),
-                Statement::new(
-                    REVOKE_ON_REUSE,
-                    vec![old.clone(), new.clone(), int(now.0), gate.clone(), limit.clone()],
-                ),
-                Statement::new(USER_OF_ROTATION, vec![old.clone(), new]),
-                Statement::new(REVOKE_ON_LOST_ACCESS, vec![old, int(now.0), gate, limit]),
+                Statement::new(REVOKE_ON_REUSE, vec![old.clone(), new.clone(), int(now.0)]),
+                Statement::new(REVOKE_ON_LOST_ACCESS, vec![old.clone(), new.clone(), int(now.0)]),
+                Statement::new(USER_OF_REFRESH, vec![new]),
+                Statement::new(ACCESS_OF_REVOKED_FAMILY, vec![old, int(now.0)]),
             ])
             .await?;
-        if let Some(claimed) = results.first::<SessionIdRow>(2)? {
-            let previous = results.first::<SessionKeyRow>(1)?.ok_or_else(|| store_error("rotated session vanished"))?;
-            return match user_from(results.first::<UserRow>(6)?)? {
+        if let Some(moved) = results.first::<MovedRow>(4)? {
+            let claimed = results.first::<SessionIdRow>(2)?.is_some();
+            let previous = results.first::<AccessRow>(0)?.map(|row| TokenDigest(row.access_digest));
+            return match user_from(results.first::<UserRow>(7)?)? {
                 Some(user) => Ok(Rotation::Rotated {
-                    session_id: claimed.id,
-                    user,
-                    previous_access: TokenDigest(previous.access_digest),
+                    session_id: moved.id,
+                    user: Box::new(user),
+                    previous_access: previous.filter(|_| claimed),
+                    expires_at: UnixTime(moved.expires_at),
                 }),
                 None => Err(store_error("rotated session has no user")),
             };
         }
-        if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_refresh_limit, now) {
-            return Ok(Rotation::Refused(refusal));
+        if let Some(row) = results.first::<OwnedRow>(5)? {
+            return Ok(Rotation::Reused { session_id: row.id, user_id: row.user_id, access: digests(&results, 8)? });
         }
-        if let Some(row) = results.first::<SessionKeyRow>(5)? {
-            let access = TokenDigest(row.access_digest);
-            return Ok(Rotation::Reused { session_id: row.id, user_id: row.user_id, access });
-        }
-        Ok(match results.first::<SessionKeyRow>(7)? {
-            Some(row) => Rotation::AccessLost {
-                session_id: row.id,
-                user_id: row.user_id,
-                access: TokenDigest(row.access_digest),
-            },
+        Ok(match results.first::<OwnedRow>(6)? {
+            Some(row) => {
+                Rotation::AccessLost { session_id: row.id, user_id: row.user_id, access: digests(&results, 8)? }
+            }
             None => Rotation::Invalid,
         })
     }
 
-    async fn revoke(
-        &self,
-        user_id: i64,
-        scope: Scope,
-        now: UnixTime,
-        reason: &str,
-    ) -> Result<Vec<Revoked>, StoreError> {
-        let statement = match scope {
-            Scope::One(id) => Statement::new(REVOKE_ONE, vec![int(user_id), int(id), int(now.0), text(reason)]),
-            Scope::All => Statement::new(REVOKE_ALL, vec![int(user_id), int(now.0), text(reason)]),
+    async fn unrotate(&self, refresh: &TokenDigest, next: &NewSession) -> Result<(), StoreError> {
+        let (old, new) = (text(&refresh.0), text(&next.refresh.0));
+        self.batch(vec![
+            Statement::new(RESTORE_REFRESH, vec![old, new.clone()]),
+            Statement::new(FORGET_ACCESS, vec![text(&next.access.0)]),
+            Statement::new(FORGET_REFRESH, vec![new]),
+        ])
+        .await
+        .map(|_| ())
+    }
+
+    async fn abandon(&self, access: &TokenDigest, now: UnixTime) -> Result<(), StoreError> {
+        self.batch(vec![Statement::new(ABANDON, vec![text(&access.0), int(now.0)])]).await.map(|_| ())
+    }
+
+    async fn revoke(&self, user_id: i64, scope: Scope, now: UnixTime, reason: &str) -> Result<Revocation, StoreError> {
+        let (statement, only) = match scope {
+            Scope::One(id) => {
+                (Statement::new(REVOKE_ONE, vec![int(user_id), int(id), int(now.0), text(reason)]), opt_int(Some(id)))
+            }
+            Scope::All => (Statement::new(REVOKE_ALL, vec![int(user_id), int(now.0), text(reason)]), opt_int(None)),
         };
-        Ok(self
-            .query_all::<SessionKeyRow>(statement)
-            .await?
-            .into_iter()
-            .map(|row| Revoked { session_id: row.id, access: TokenDigest(row.access_digest) })
-            .collect())
+        let access = Statement::new(ACCESS_OF_REVOKED, vec![int(user_id), int(now.0), only]);
+        let results = self.batch(vec![statement, access]).await?;
+        Ok(Revocation {
+            ended: results.rows::<SessionIdRow>(0)?.into_iter().map(|row| row.id).collect(),
+            access: digests(&results, 1)?,
+        })
+    }
+
+    async fn end_by_refresh(
+        &self,
+        refresh: &TokenDigest,
+        client: &ClientIp,
+        now: UnixTime,
+        policy: &Policy,
+    ) -> Result<RefreshLogout, StoreError> {
+        let bucket = ip_bucket(client, "refresh");
+        let token = text(&refresh.0);
+        let results = self
+            .batch(vec![
+                count_request(&bucket, now, policy),
+                Statement::new(
+                    REVOKE_BY_REFRESH,
+                    vec![token.clone(), int(now.0), text(&bucket), int(policy.ip_refresh_limit.into())],
+                ),
+                Statement::new(SESSION_OF_TOKEN, vec![token.clone()]),
+                Statement::new(ACCESS_OF_REVOKED_FAMILY, vec![token, int(now.0)]),
+            ])
+            .await?;
+        if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_refresh_limit, now) {
+            return Ok(RefreshLogout::Refused(refusal));
+        }
+        let ended = results.first::<SessionIdRow>(1)?.is_some();
+        Ok(match results.first::<OwnedRow>(2)? {
+            Some(row) => {
+                RefreshLogout::Ended { session_id: row.id, user_id: row.user_id, ended, access: digests(&results, 3)? }
+            }
+            None => RefreshLogout::Unknown,
+        })
     }
 
     async fn list(&self, user_id: i64, now: UnixTime) -> Result<Vec<SessionInfo>, StoreError> {
