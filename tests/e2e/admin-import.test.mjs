@@ -105,9 +105,10 @@ describe("the admin command with Node only: import, export, offboarding, a locke
     assert.match(refused.stderr, /is not an address the service accepts/);
     // A wrong code counts against the account; unlock clears it, and says so.
     const email = "employee08@example.com";
+    const since = Date.now();
     const gen = await api.post(PATHS.generate, { email }, { ip: "192.0.2.12" });
     assert.equal(gen.status, 200, describeResponse(gen));
-    const { code } = await mock.waitForMessage(email, 10_000);
+    const { code } = await mock.waitForMessage(email, 10_000, { since });
     const wrong = await api.post(PATHS.verify, { email, otp_code: code === "000000" ? "111111" : "000000" }, { ip: "192.0.2.12" });
     assert.equal(wrong.status, 400, describeResponse(wrong));
     const unlocked = await adminOk("unlock", "--email", "Employee08@Example.com");
