@@ -16,3 +16,5 @@ pub mod http;
 pub mod login;
 #[cfg(feature = "scim")]
 pub mod scim;
+#[cfg(test)]
+mod test_support;

@@ -567,24 +567,11 @@ mod tests {
 /// The statements on SQLite with every migration applied: what each change writes, and whose sessions it ends.
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod on_sqlite {
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
+    use crate::test_support::run;
 
     use super::*;
     use crate::adapters::sqlite::Sqlite;
     use crate::scim::filter;
-
-    /// SQLite answers at once, so polling until ready is a complete executor.
-    fn run<F: Future>(future: F) -> F::Output {
-        let mut future = pin!(future);
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-                return value;
-            }
-        }
-    }
 
     const NOW: i64 = 1_800_000_000;
 

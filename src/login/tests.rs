@@ -1,6 +1,4 @@
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use crate::test_support::run;
 
 use super::fakes::*;
 use super::*;
@@ -11,17 +9,6 @@ use std::rc::Rc;
 use crate::adapters::sql::{Database, Statement};
 use crate::adapters::sqlite::{Sqlite, SqliteResults};
 use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, Token, UnixTime};
-
-/// The fakes never wait, so polling until ready is a complete executor for them.
-fn run<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-    }
-}
 
 /// The SQLite seam as the tests see it: every batch's statements are recorded, and the next answer can be lost
 /// after its batch committed (as a dropped connection to D1 would).

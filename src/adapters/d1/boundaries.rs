@@ -1,25 +1,12 @@
 //! The deciding statements at each boundary second, on a real SQLite with the clock bound as a parameter: the
 //! per-client window, the hourly send window, the SMS day, the end of each lockout and the escalation step.
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use crate::test_support::run;
 
 use super::D1;
 use crate::adapters::sqlite::Sqlite;
 use crate::domain::{ChallengeId, Email, Identifier, UnixTime};
 use crate::login::{Challenges, ClientIp, Opening, Policy, Refusal, Reservation};
-
-/// SQLite answers at once, so polling until ready is a complete executor.
-fn run<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-    }
-}
 
 /// Midnight UTC, so that day boundaries are easy to name.
 const T0: i64 = 1_800_835_200;

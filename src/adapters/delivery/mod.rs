@@ -419,20 +419,10 @@ pub(crate) fn sample(to: &str) -> Message {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::run;
     use std::cell::RefCell;
-    use std::task::{Context, Poll, Waker};
 
     use super::*;
-
-    fn run<F: Future>(future: F) -> F::Output {
-        let mut future = pin!(future);
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-                return value;
-            }
-        }
-    }
 
     #[test]
     fn each_providers_error_body_yields_a_clear_reason() {
