@@ -4,7 +4,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use edge_otp_login::adapters::runtime::{CryptoRandom, WorkerClock};
-use edge_otp_login::domain::{ChallengeId, CodeHasher, OtpCode, Random, Token};
+use edge_otp_login::domain::{CodeHasher, Email, Identifier, OtpCode, Random, Token};
 use edge_otp_login::login::Clock;
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -40,15 +40,13 @@ fn codes_from_the_csprng_are_six_digits_spread_over_every_value() {
 }
 
 #[wasm_bindgen_test]
-fn the_code_digest_is_hmac_sha256_of_challenge_and_code() {
+fn the_code_digest_is_hmac_sha256_of_identifier_and_code() {
     let hasher = CodeHasher::new(b"runtime-test-key-0123456789abcdef").unwrap();
-    let challenge = ChallengeId("challenge-1".into());
+    let who = Identifier::Email(Email::parse("mobile.test@example.com").unwrap());
     let code = OtpCode::parse("042917").unwrap();
-    let digest = hasher.digest(&challenge, &code);
-    assert_eq!(digest, "a0253381058d7c2a266eeafafffa80af9c7cc6f856bfc2eab45527520ed6a9b0");
-    assert!(hasher.matches(&challenge, &code, &digest));
-    assert!(!hasher.matches(&challenge, &OtpCode::parse("042918").unwrap(), &digest));
-    assert!(!hasher.matches(&ChallengeId("challenge-2".into()), &code, &digest));
+    let digest = hasher.digest(&who, &code);
+    assert_eq!(digest, "22a8fa1f1c36d70f5c283fa66ee7184d700a0870f1dacca69e18dcd0697bf765");
+    assert_ne!(hasher.digest(&who, &OtpCode::parse("042918").unwrap()), digest);
 }
 
 #[wasm_bindgen_test]

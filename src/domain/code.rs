@@ -1,7 +1,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::{Random, RandomError};
+use super::{Identifier, Random, RandomError};
 
 /// Number of digits in a one-time code.
 pub const CODE_DIGITS: usize = 6;
@@ -73,7 +73,8 @@ impl ChallengeId {
 }
 
 /// Keyed hashing of codes. A plain hash of a six-digit code falls to a million guesses, so codes are stored as
-/// HMAC-SHA-256 under a server secret, bound to their challenge: reading the store without the key reveals nothing.
+/// HMAC-SHA-256 under a server secret, bound to their identifier: reading the store without the key reveals nothing.
+/// A guess is hashed the same way and compared with the stored digest by the database step that decides it.
 #[derive(Clone)]
 pub struct CodeHasher {
     key: Vec<u8>,
@@ -88,26 +89,15 @@ impl CodeHasher {
         (key.len() >= Self::MIN_KEY_LEN).then(|| CodeHasher { key: key.to_vec() })
     }
 
-    fn mac(&self, challenge: &ChallengeId, code: &OtpCode) -> Hmac<Sha256> {
+    /// The hex digest of `code` sent to, or guessed for, `identifier`: HMAC-SHA-256 of `<key>:<digits>`, where
+    /// `<key>` is the identifier's key (`email:…` or `sms:…`).
+    pub fn digest(&self, identifier: &Identifier, code: &OtpCode) -> String {
         // Invariant: HMAC takes keys of any length, so this cannot fail.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
-        mac.update(challenge.0.as_bytes());
+        mac.update(identifier.key().as_bytes());
         mac.update(b":");
         mac.update(&code.0);
-        mac
-    }
-
-    /// The hex digest to store for `code`.
-    pub fn digest(&self, challenge: &ChallengeId, code: &OtpCode) -> String {
-        hex::encode(self.mac(challenge, code).finalize().into_bytes())
-    }
-
-    /// Whether `code` is the one `stored_digest` was made from, compared in constant time.
-    pub fn matches(&self, challenge: &ChallengeId, code: &OtpCode, stored_digest: &str) -> bool {
-        match hex::decode(stored_digest) {
-            Ok(stored) => self.mac(challenge, code).verify_slice(&stored).is_ok(),
-            Err(_) => false,
-        }
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 
@@ -187,17 +177,18 @@ mod tests {
     }
 
     #[test]
-    fn a_digest_matches_only_its_code_and_its_challenge() {
+    fn a_digest_depends_on_the_key_the_identifier_and_the_code() {
         let hasher = CodeHasher::new(&[7u8; 32]).unwrap();
-        let challenge = ChallengeId("c1".into());
+        let who = Identifier::Email(crate::domain::Email::parse("a@example.com").unwrap());
+        let other = Identifier::Email(crate::domain::Email::parse("b@example.com").unwrap());
         let code = OtpCode::parse("123456").unwrap();
-        let digest = hasher.digest(&challenge, &code);
+        let digest = hasher.digest(&who, &code);
         assert!(!digest.contains("123456"));
-        assert!(hasher.matches(&challenge, &code, &digest));
-        assert!(!hasher.matches(&challenge, &OtpCode::parse("123457").unwrap(), &digest));
-        assert!(!hasher.matches(&ChallengeId("c2".into()), &code, &digest));
-        assert!(!hasher.matches(&challenge, &code, "not hex"));
-        assert!(!CodeHasher::new(&[1u8; 32]).unwrap().matches(&challenge, &code, &digest));
+        assert_eq!(digest.len(), 64);
+        assert_eq!(hasher.digest(&who, &code), digest);
+        assert_ne!(hasher.digest(&who, &OtpCode::parse("123457").unwrap()), digest);
+        assert_ne!(hasher.digest(&other, &code), digest);
+        assert_ne!(CodeHasher::new(&[1u8; 32]).unwrap().digest(&who, &code), digest);
     }
 
     #[test]

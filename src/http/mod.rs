@@ -424,10 +424,11 @@ fn client_country(req: &Incoming) -> Option<String> {
         .filter(|c| (2..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
 }
 
-/// The work after the answer: the audit events, then (with `STORAGE_METRICS`) the storage work done since the answer.
+/// The work after the answer: the audit events and the check of the tokens issued (`Login::settle`), then (with
+/// `STORAGE_METRICS`) the storage work done since the answer.
 async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
-    if let Err(e) = login.events.flush().await {
-        worker::console_error!("audit trail: {}", e.0);
+    if let Err(e) = login.settle().await {
+        worker::console_error!("after the answer: {e}");
     }
     if let Some(ops) = meter.take() {
         worker::console_log!("storage-ops after-response route={} {ops}", route.name());

@@ -126,17 +126,35 @@ impl Notifier for Outbox {
     }
 }
 
+/// Keeps every event a test's login core records, and hands everything on to the real journal `J` (the audit
+/// trail's SQL, run on SQLite), which writes the events and checks the issued tokens.
 #[derive(Clone, Default)]
-pub struct Recorder(pub Rc<RefCell<Vec<LoginEvent>>>);
+pub struct Recorder<J = ()> {
+    pub seen: Rc<RefCell<Vec<LoginEvent>>>,
+    pub journal: J,
+}
 
-impl Recorder {
+impl<J> Recorder<J> {
+    pub fn new(journal: J) -> Recorder<J> {
+        Recorder { seen: Rc::default(), journal }
+    }
+
     pub fn kinds(&self) -> Vec<EventKind> {
-        self.0.borrow().iter().map(|e| e.kind).collect()
+        self.seen.borrow().iter().map(|e| e.kind).collect()
     }
 }
 
-impl EventLog for Recorder {
+impl<J: EventLog> EventLog for Recorder<J> {
     fn record(&self, event: LoginEvent) {
-        self.0.borrow_mut().push(event);
+        self.seen.borrow_mut().push(event.clone());
+        self.journal.record(event);
+    }
+
+    fn issued(&self, token: &TokenDigest) {
+        self.journal.issued(token);
+    }
+
+    async fn flush(&self) -> Result<Vec<TokenDigest>, StoreError> {
+        self.journal.flush().await
     }
 }

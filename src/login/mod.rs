@@ -19,9 +19,9 @@ mod tests;
 pub use message::{Language, Message, MessageSettings};
 pub use policy::{Policy, Refusal, NIST_MAX_CONSECUTIVE_FAILURES};
 pub use ports::{
-    AccessTokens, ChallengeState, Challenges, Clock, DeliveryError, DeliveryReport, Device, EventKind, EventLog,
-    GuessCounter, LoginEvent, Lookup, NewSession, Notifier, Opening, Redemption, RefreshLogout, Reservation,
-    Revocation, Rotation, Scope, Session, SessionInfo, Sessions, StoreError, WindowCounter, SESSION_FORMAT,
+    AccessTokens, Attempt, ChallengeState, Challenges, Clock, DeliveryError, DeliveryReport, Device, EventKind,
+    EventLog, Guess, GuessCounter, LoginEvent, NewCode, NewSession, Notifier, Opening, RefreshLogout, Revocation,
+    Rotation, Scope, Session, SessionInfo, Sessions, StoreError, WindowCounter, SESSION_FORMAT,
 };
 pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode, TokenPair};
 pub use test_logins::{TestLoginRules, TestLogins};

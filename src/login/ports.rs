@@ -59,94 +59,102 @@ pub struct GuessCounter {
 /// The answer to a request for a new code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opening {
-    /// The challenge now carries the new id; any earlier code for the identifier is dead. `account` is the user the
-    /// identifier names, read in the same transaction (one round trip for the whole request), for the delivery after
-    /// the answer; the answer itself never depends on it.
+    /// The challenge now carries the new id and the new code's digest (stored only if the identifier's account may
+    /// log in); any earlier code for the identifier is dead. `account` is the user the identifier names, read in
+    /// the same transaction (one round trip for the whole request), for the delivery after the answer; the answer
+    /// itself never depends on it. `sms_slot` is whether one of today's SMS slots was taken for this code (only
+    /// asked for SMS codes that are sent, and only taken for an account that may log in).
     Issued {
         account: Option<User>,
+        sms_slot: bool,
     },
     Refused(Refusal),
 }
 
-/// The answer to a request to check one guess.
+/// What a code request asks of storage, besides the identifier and the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reservation {
-    /// One guess may be evaluated; it already counts as failed (both counts include it) until redeemed, and
-    /// `counter` is the subject's state with it counted (possibly locked by it). `digest` is the code's keyed digest
-    /// as the delivery stored it in the same row (none when nothing was sent), and `account` the user the identifier
-    /// names, both read in the reserving transaction.
-    Reserved {
-        challenge_id: ChallengeId,
-        code_failures: u32,
-        counter: GuessCounter,
-        digest: Option<String>,
+pub struct NewCode<'a> {
+    pub challenge: &'a ChallengeId,
+    /// The code's keyed digest (see [`crate::domain::CodeHasher`]).
+    pub digest: &'a str,
+    /// Take one of today's SMS slots, under `policy.sms_daily_cap`, if the code is stored.
+    pub claim_sms_slot: bool,
+}
+
+/// What a guess asks of storage, besides the identifier and the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guess<'a> {
+    /// Unique to this request: marks the guess it reserves.
+    pub nonce: &'a ChallengeId,
+    /// The guessed code's keyed digest, compared with the stored one.
+    pub digest: &'a str,
+    /// The session to start if the guess is right and the account may log in.
+    pub session_id: i64,
+    pub start: &'a NewSession,
+}
+
+/// The answer to a guess, decided in one atomic step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The code was right: it is consumed, the session started and the subject's failures cleared. `user` is the
+    /// account as the same step read it.
+    LoggedIn {
+        user: Box<User>,
+        session_id: i64,
+    },
+    /// The code was right and is now consumed, but no session started: the account (as read, if any) may not log in.
+    Consumed {
         account: Option<Box<User>>,
     },
-    /// There is no live, unused code for this identifier.
+    /// The guess was evaluated and wrong: it counts against the code (`code_failures` with it) and the subject
+    /// (`counter`, possibly locked by it).
+    Wrong {
+        code_failures: u32,
+        counter: GuessCounter,
+    },
+    /// There is no live, unused code with guesses left for this identifier.
     NoActiveCode {
         attempts_remaining: u32,
     },
     Refused(Refusal),
 }
 
-/// The answer to redeeming a correct guess.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redemption {
-    /// This call consumed the code; the account as it is now, if it still exists, and the id of the session row
-    /// started in the same step (only when the account may log in).
-    Redeemed { user: Option<Box<User>>, session_id: Option<i64> },
-    /// Another request consumed it first.
-    AlreadyUsed,
-}
-
-/// The per-identifier counters, one-time flags and service-wide quotas. Every method is one atomic step even under concurrent
-/// requests: this is what makes "at most 3 guesses" and "exactly one token" hold.
+/// The per-identifier counters, one-time flags and service-wide quotas. Every method is one atomic step (one D1
+/// batch) even under concurrent requests: this is what makes the guess caps and "exactly one session per code" hold.
 pub trait Challenges {
     /// Counts the request against the client's send limit and, unless a limit refuses it, starts a new challenge
-    /// with id `challenge` expiring after `policy.code_ttl_seconds`, keeping the failure count.
+    /// for `code` expiring after `policy.code_ttl_seconds`, keeping the failure count.
     async fn open(
         &self,
         identifier: &Identifier,
-        challenge: &ChallengeId,
+        code: &NewCode<'_>,
         client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Opening, StoreError>;
 
-    /// Counts the request against the client's verify limit and reserves one guess on the live code, counting it
-    /// as a failure of the identifier's subject until it is redeemed. `nonce` is unique to this request.
-    async fn reserve_attempt(
+    /// Counts the request against the client's verify limit and evaluates one guess on the live code, unless a
+    /// limit or a lockout refuses it: a wrong guess counts against the code and the subject; a right one consumes
+    /// the code and, if the account may log in, starts the session `guess.start` and clears the subject's count.
+    async fn attempt(
         &self,
         identifier: &Identifier,
-        nonce: &ChallengeId,
+        guess: &Guess<'_>,
         client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
-    ) -> Result<Reservation, StoreError>;
+    ) -> Result<Attempt, StoreError>;
 
-    /// Takes one of today's (UTC) SMS slots; `false` when `cap` were already taken.
-    async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError>;
-
-    /// Stores the keyed digest of the code sent for `challenge` in its row, if the identifier's current code is still
-    /// that one (a newer code request wins).
-    async fn store_code(
+    /// Undoes a guess whose login could not be handed out (its answer was lost, or its access token could not be
+    /// written): the session it started with access token `access`, if any, ends at `now`, and the code it consumed
+    /// is live again, so that the user can enter it again.
+    async fn release(
         &self,
         identifier: &Identifier,
-        challenge: &ChallengeId,
-        digest: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Marks the code consumed and, if a session starts, clears the subject's failure count, if nobody did first; loads the account in the same step
-    /// and, in that same atomic step, starts the session `start` if (and only if) this call consumed the code and the
-    /// account may log in.
-    async fn redeem(
-        &self,
-        identifier: &Identifier,
-        challenge: &ChallengeId,
+        nonce: &ChallengeId,
+        access: &TokenDigest,
         now: UnixTime,
-        session_id: i64,
-        start: &NewSession,
-    ) -> Result<Redemption, StoreError>;
+    ) -> Result<(), StoreError>;
 }
 
 /// The version of the [`Session`] value this code writes. A reader takes every version it can decode (unknown fields
@@ -210,17 +218,6 @@ pub struct NewSession {
     pub device: Device,
 }
 
-/// The session a refresh token belongs to, read before anything is issued for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// The token (current or rotated out) belongs to this live session of `user`.
-    Live { session_id: i64, user: Box<User> },
-    /// Unknown, or its session is expired or revoked.
-    Unknown,
-    /// The client is over its refresh limit; nothing was decided.
-    Refused(Refusal),
-}
-
 /// The answer to presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
@@ -236,6 +233,8 @@ pub enum Rotation {
     AccessLost { session_id: i64, user_id: i64, access: Vec<TokenDigest> },
     /// Unknown, expired or revoked.
     Invalid,
+    /// The client is over its refresh limit; nothing was decided.
+    Refused(Refusal),
 }
 
 /// Sessions that were ended, and the access tokens of the caller's ended sessions that may still be in KV.
@@ -286,31 +285,21 @@ pub enum Scope {
 /// at most one request, however many race, and a rotated-out token presented after the grace period revokes its
 /// session.
 pub trait Sessions {
-    /// Counts the request against the client's refresh limit and, within it, finds the live session `refresh`
-    /// belongs to (with its account) so that the new access token can be written before anything makes it live.
-    async fn lookup(
-        &self,
-        refresh: &TokenDigest,
-        client: &ClientIp,
-        now: UnixTime,
-        policy: &Policy,
-    ) -> Result<Lookup, StoreError>;
-    /// Gives the session the pair `next` if `refresh` is its current token, or was rotated out less than
-    /// `policy.refresh_reuse_grace_seconds` ago, the session is live and the account may still log in; revokes the
-    /// session if `refresh` was rotated out before that, or if the account lost access.
+    /// Counts the request against the client's refresh limit and, within it, gives the session the pair `next` if
+    /// `refresh` is its current token, or was rotated out less than `policy.refresh_reuse_grace_seconds` ago, the
+    /// session is live and the account may still log in; revokes the session if `refresh` was rotated out before
+    /// that, or if the account lost access.
     async fn rotate(
         &self,
         refresh: &TokenDigest,
         next: &NewSession,
+        client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Rotation, StoreError>;
     /// Undoes a rotation to `next` whose answer could not be completed, so that presenting `refresh` again is
     /// not reuse: `refresh` is current again and `next` never existed.
     async fn unrotate(&self, refresh: &TokenDigest, next: &NewSession) -> Result<(), StoreError>;
-    /// Ends the session given the access token `access` at `now`, if it was started or moved to it but the answer
-    /// carrying it could not be given (no phantom session is left listed).
-    async fn abandon(&self, access: &TokenDigest, now: UnixTime) -> Result<(), StoreError>;
     /// Ends the user's live sessions in `scope`.
     async fn revoke(&self, user_id: i64, scope: Scope, now: UnixTime, reason: &str) -> Result<Revocation, StoreError>;
     /// Counts the request against the client's refresh limit and, within it, ends the session that `refresh`
@@ -385,7 +374,22 @@ pub struct LoginEvent {
     pub detail: Option<String>,
 }
 
-/// Collects audit events; adapters write them after the response so that logging never delays or fails a login.
+/// What a request leaves for after its answer: its audit events, and the access tokens it wrote to KV after the step
+/// that made them live. Adapters write the events after the response, so that logging never delays or fails a login.
 pub trait EventLog {
     fn record(&self, event: LoginEvent);
+    /// Remembers an access token this request issued, whose session is checked again by [`EventLog::flush`].
+    fn issued(&self, token: &TokenDigest);
+    /// Writes the recorded events and, in the same round trip, finds which of the issued access tokens belong to
+    /// sessions that have ended since: those must leave KV. An issued token stays remembered until a flush answers.
+    async fn flush(&self) -> Result<Vec<TokenDigest>, StoreError>;
+}
+
+/// Records nothing: for a login core whose events nobody reads.
+impl EventLog for () {
+    fn record(&self, _: LoginEvent) {}
+    fn issued(&self, _: &TokenDigest) {}
+    async fn flush(&self) -> Result<Vec<TokenDigest>, StoreError> {
+        Ok(Vec::new())
+    }
 }

@@ -5,8 +5,8 @@ use std::task::Poll;
 use super::message::{Language, Message, MessageSettings};
 use super::policy::{Policy, Refusal};
 use super::ports::{
-    AccessTokens, Challenges, Clock, Device, EventKind, EventLog, LoginEvent, Lookup, NewSession, Notifier, Opening,
-    Redemption, RefreshLogout, Reservation, Revocation, Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
+    AccessTokens, Attempt, Challenges, Clock, Device, EventKind, EventLog, Guess, LoginEvent, NewCode, NewSession,
+    Notifier, Opening, RefreshLogout, Revocation, Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
     SESSION_FORMAT,
 };
 use super::test_logins::TestLogins;
@@ -17,7 +17,8 @@ use crate::domain::{
 };
 
 /// The login use cases over their ports: `C`hallenges (which also read the account a code request names and keep
-/// the code's digest), access `T`okens (KV), `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log.
+/// the code's digest), access `T`okens (KV), `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log
+/// (with what a request leaves for after its answer).
 pub struct Login<C, T, S, N, K, R, E> {
     pub challenges: C,
     pub access: T,
@@ -85,7 +86,7 @@ macro_rules! internal_from {
 }
 internal_from!(LoginError, AuthError);
 
-/// A code request that was admitted; the code is created and delivered after the response by
+/// A code request that was admitted: its code's digest is stored; the code is delivered after the response by
 /// [`Login::deliver_code`], so that every admitted request is answered the same way and as fast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingCode {
@@ -96,6 +97,13 @@ pub struct PendingCode {
     pub locale: Option<Locale>,
     /// The account the identifier names, if any, as read with the challenge. Looked at only after the answer.
     pub account: Option<User>,
+    /// The code, made for every request (so that every request does the same work) and sent only to an account
+    /// that may log in.
+    code: OtpCode,
+    /// A test identifier's fixed code: never sent.
+    fixed: bool,
+    /// Whether one of today's SMS slots was taken for it.
+    sms_slot: bool,
 }
 
 impl PendingCode {
@@ -163,12 +171,8 @@ async fn delete_all<'a, T: AccessTokens>(
     failed
 }
 
-/// What a guess is compared with when no code was stored for the challenge (nothing was sent): the comparison then
-/// does the same work as for a stored digest, and cannot succeed.
-const NO_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Session ids are chosen at random below 2^48 (at most 15 digits, exact as a JS number), so that the access token
-/// can be written to KV under its session before the statement that starts the session commits.
+/// Session ids are chosen at random below 2^48 (at most 15 digits, exact as a JS number), so that the session is
+/// known before the statement that starts it commits.
 const SESSION_ID_BITS: u32 = 48;
 
 impl<C, T, S, N, K, R, E> Login<C, T, S, N, K, R, E>
@@ -185,19 +189,31 @@ where
         self.events.record(LoginEvent { kind, at: self.clock.now(), user_id, identifier: identifier.cloned(), detail });
     }
 
-    /// Admits a request for a new code (generate or resend) for `identifier`, whoever it belongs to. The account is
-    /// read with the challenge (the same round trip, whether or not it exists) but not looked at here: the answer
-    /// depends only on the identifier's and the client's limits.
+    /// Admits a request for a new code (generate or resend) for `identifier`, whoever it belongs to, in one round
+    /// trip: the code is made and its digest stored with the challenge (only for an account that may log in), and
+    /// the account is read with it but not looked at here: the answer depends only on the identifier's and the
+    /// client's limits.
     pub async fn request_code(&self, identifier: Identifier, client: &ClientIp) -> Result<PendingCode, LoginError> {
         let now = self.clock.now();
         let challenge = ChallengeId::generate(&self.random)?;
-        match self.challenges.open(&identifier, &challenge, client, now, &self.policy).await? {
-            Opening::Issued { account } => Ok(PendingCode {
+        let fixed = self.test_logins.code_for(&identifier, now).cloned();
+        let code = match &fixed {
+            Some(code) => code.clone(),
+            None => OtpCode::generate(&self.random)?,
+        };
+        let digest = self.hasher.digest(&identifier, &code);
+        let claim_sms_slot = identifier.channel() == Channel::Sms && fixed.is_none();
+        let new_code = NewCode { challenge: &challenge, digest: &digest, claim_sms_slot };
+        match self.challenges.open(&identifier, &new_code, client, now, &self.policy).await? {
+            Opening::Issued { account, sms_slot } => Ok(PendingCode {
                 identifier,
                 challenge,
                 expires_at: now.plus(self.policy.code_ttl_seconds),
                 locale: None,
                 account,
+                code,
+                fixed: fixed.is_some(),
+                sms_slot,
             }),
             Opening::Refused(refusal) => {
                 self.record(EventKind::Refused, None, Some(&identifier), Some(refusal.describe("code request")));
@@ -206,40 +222,24 @@ where
         }
     }
 
-    /// Creates, stores and sends the code for an admitted request, if the identifier belongs to an account that may
-    /// log in; otherwise only records the request. A test identifier's code is its fixed one and nothing is sent.
-    /// Runs after the response; failures are recorded, not returned.
+    /// Sends the code of an admitted request, if the identifier belongs to an account that may log in; otherwise
+    /// only records the request. A test identifier's code is its fixed one and nothing is sent. Runs after the
+    /// response; failures are recorded, not returned.
     pub async fn deliver_code(&self, pending: &PendingCode) -> Result<(), InternalError> {
         let identifier = &pending.identifier;
-        let account = pending.account.clone();
-        let refusal = match &account {
+        let refusal = match &pending.account {
             None => Some("no such account"),
             Some(user) => user.refusal_reason(),
         };
-        let user_id = account.as_ref().map(|u| u.id);
-        let now = self.clock.now();
-        let fixed = self.test_logins.code_for(identifier, now).filter(|_| refusal.is_none());
-        let detail = refusal.or(fixed.map(|_| "test identifier: fixed code, nothing sent"));
+        let user_id = pending.account.as_ref().map(|u| u.id);
+        let fixed = pending.fixed && refusal.is_none();
+        let detail = refusal.or(fixed.then_some("test identifier: fixed code, nothing sent"));
         self.record(EventKind::CodeRequested, user_id, Some(identifier), detail.map(str::to_owned));
-        let Some(user) = account.filter(|_| refusal.is_none()) else {
+        let Some(user) = pending.account.as_ref().filter(|_| refusal.is_none() && !fixed) else {
             return Ok(());
         };
 
-        let code = match fixed {
-            Some(code) => code.clone(),
-            None => OtpCode::generate(&self.random).map_err(InternalError::Random)?,
-        };
-        // The digest goes into the challenge row before the code goes out, so a code can never be guessed
-        // correctly before the row that checks it holds it.
-        let digest = self.hasher.digest(&pending.challenge, &code);
-        self.challenges.store_code(identifier, &pending.challenge, &digest).await.map_err(InternalError::Store)?;
-        if fixed.is_some() {
-            return Ok(());
-        }
-
-        if identifier.channel() == Channel::Sms
-            && !self.challenges.claim_sms_slot(now, self.policy.sms_daily_cap).await.map_err(InternalError::Store)?
-        {
+        if identifier.channel() == Channel::Sms && !pending.sms_slot {
             let detail = format!("daily SMS cap of {} reached", self.policy.sms_daily_cap);
             self.record(EventKind::DeliveryFailed, user_id, Some(identifier), Some(detail));
             return Ok(());
@@ -247,7 +247,7 @@ where
 
         let language = Language::choose(pending.locale.as_ref(), user.profile.locale.as_deref());
         let ttl_minutes = self.policy.code_ttl_seconds / 60;
-        let message = Message::one_time_code(&self.messages, identifier, &code, ttl_minutes, language);
+        let message = Message::one_time_code(&self.messages, identifier, &pending.code, ttl_minutes, language);
         let report = self.notifier.send(&message).await;
         for failure in report.failures {
             // Providers echo the recipient in their errors (Twilio's do); the audit trail keeps only the masked form.
@@ -260,9 +260,9 @@ where
         Ok(())
     }
 
-    /// Checks one guess. Between two successful logins at most `max_consecutive_failures` guesses are ever
-    /// evaluated for an account (all its identifiers and codes together), and a code yields at most one token,
-    /// however many requests race.
+    /// Checks one guess, in one round trip. Between two successful logins at most `max_consecutive_failures`
+    /// guesses are ever evaluated for an account (all its identifiers and codes together), and a code yields at most
+    /// one session, however many requests race.
     pub async fn verify_code(
         &self,
         identifier: Identifier,
@@ -272,86 +272,76 @@ where
     ) -> Result<LoginGrant, LoginError> {
         let now = self.clock.now();
         let nonce = ChallengeId::generate(&self.random)?;
-        let reservation = self.challenges.reserve_attempt(&identifier, &nonce, client, now, &self.policy).await?;
-        let (challenge, code_failures, counter, digest, account) = match reservation {
-            Reservation::Reserved { challenge_id, code_failures, counter, digest, account } => {
-                (challenge_id, code_failures, counter, digest, account)
-            }
-            Reservation::NoActiveCode { attempts_remaining } => {
-                return Err(LoginError::InvalidCode { attempts_remaining })
-            }
-            Reservation::Refused(refusal) => {
-                self.record(EventKind::Refused, None, Some(&identifier), Some(refusal.describe("guess")));
-                return Err(LoginError::Refused(refusal));
-            }
-        };
-
-        // The digest was read with the reservation, from the one strongly consistent copy; the comparison does the
-        // same work whether or not a code was stored for this identifier.
-        let correct =
-            self.hasher.matches(&challenge, &code, digest.as_deref().unwrap_or(NO_DIGEST)) && digest.is_some();
-        if !correct {
-            self.record(EventKind::CodeFailed, None, Some(&identifier), None);
-            // The subject's count already includes this guess: the reservation counted it, and may have locked it.
-            if let Some(refusal) = self.policy.lock_refusal(&counter, now) {
-                let detail = format!("{} consecutive failures; {}", counter.failures, refusal.describe("login"));
-                self.record(EventKind::LockedOut, None, Some(&identifier), Some(detail));
-                return Err(LoginError::Refused(refusal));
-            }
-            let attempts_remaining = self.policy.attempts_remaining(&counter, code_failures);
-            return Err(LoginError::InvalidCode { attempts_remaining });
-        }
-
-        let fresh = LoginError::InvalidCode { attempts_remaining: self.policy.max_failed_attempts };
+        // The same work for every guess, whoever the identifier belongs to: the digest compared by the database.
+        let digest = self.hasher.digest(&identifier, &code);
         let (access, refresh, start) = self.new_tokens(now, device)?;
         let session_id = self.new_session_id()?;
-        // The access token is in KV before the statement that makes it live commits: once the session exists, a
-        // revocation finds the token in D1 and deletes it after this write, never before.
-        let written = match account.as_deref().filter(|user| user.may_log_in()) {
-            Some(user) => {
-                self.access
-                    .put(&start.access, &self.snapshot(session_id, user, &start, now), self.access_ttl())
-                    .await?;
-                true
-            }
-            None => false,
-        };
-        let redeemed = self.challenges.redeem(&identifier, &challenge, now, session_id, &start).await;
-        let (user, session_id) = match redeemed {
-            Ok(Redemption::Redeemed { user: Some(user), session_id: Some(id) }) if written && user.may_log_in() => {
-                (*user, id)
-            }
-            Ok(outcome) => {
-                if let Redemption::Redeemed { session_id: Some(_), .. } = outcome {
-                    // Started for an account that changed since the reservation read it: not answered, so ended.
-                    self.sessions.abandon(&start.access, now).await?;
-                }
-                if written {
-                    self.access.delete(&start.access).await?;
-                }
-                let Redemption::Redeemed { user, .. } = outcome else { return Err(fresh) };
-                let reason = match user.as_deref() {
-                    None => "no such account",
-                    Some(user) => user.refusal_reason().unwrap_or("no session was started"),
-                };
-                let user_id = user.map(|u| u.id);
-                self.record(EventKind::CodeFailed, user_id, Some(&identifier), Some(reason.to_owned()));
-                return Err(fresh);
-            }
+        let guess = Guess { nonce: &nonce, digest: &digest, session_id, start: &start };
+        let attempt = match self.challenges.attempt(&identifier, &guess, client, now, &self.policy).await {
+            Ok(attempt) => attempt,
             Err(e) => {
-                // The batch may have committed with its answer lost: the session it may have started is ended and
-                // its token deleted, so no session is left that nobody holds.
-                let _ = self.sessions.abandon(&start.access, now).await;
-                if written {
-                    let _ = self.access.delete(&start.access).await;
-                }
+                // The batch may have committed with its answer lost: the session it may have started is ended, so
+                // no session is left that nobody holds, and its code can be entered again.
+                let _ = self.challenges.release(&identifier, &nonce, &start.access, now).await;
                 return Err(e.into());
             }
         };
+        let fresh = LoginError::InvalidCode { attempts_remaining: self.policy.max_failed_attempts };
+        match attempt {
+            Attempt::LoggedIn { user, session_id } => {
+                let snapshot = self.snapshot(session_id, &user, &start, now);
+                if let Err(e) = self.access.put(&start.access, &snapshot, self.access_ttl()).await {
+                    let _ = self.challenges.release(&identifier, &nonce, &start.access, now).await;
+                    return Err(e.into());
+                }
+                // Written after the step that made it live: checked again after the answer (see `settle`).
+                self.events.issued(&start.access);
+                let tokens = self.pair(session_id, access, refresh, &start, now);
+                self.record(EventKind::Login, Some(user.id), Some(&identifier), None);
+                Ok(LoginGrant { user: *user, tokens })
+            }
+            Attempt::Consumed { account } => {
+                let reason = match account.as_deref() {
+                    None => "no such account",
+                    Some(user) => user.refusal_reason().unwrap_or("no session was started"),
+                };
+                let user_id = account.map(|u| u.id);
+                self.record(EventKind::CodeFailed, user_id, Some(&identifier), Some(reason.to_owned()));
+                Err(fresh)
+            }
+            Attempt::Wrong { code_failures, counter } => {
+                self.record(EventKind::CodeFailed, None, Some(&identifier), None);
+                // The subject's count already includes this guess, and may have locked it.
+                if let Some(refusal) = self.policy.lock_refusal(&counter, now) {
+                    let detail = format!("{} consecutive failures; {}", counter.failures, refusal.describe("login"));
+                    self.record(EventKind::LockedOut, None, Some(&identifier), Some(detail));
+                    return Err(LoginError::Refused(refusal));
+                }
+                let attempts_remaining = self.policy.attempts_remaining(&counter, code_failures);
+                Err(LoginError::InvalidCode { attempts_remaining })
+            }
+            Attempt::NoActiveCode { attempts_remaining } => Err(LoginError::InvalidCode { attempts_remaining }),
+            Attempt::Refused(refusal) => {
+                self.record(EventKind::Refused, None, Some(&identifier), Some(refusal.describe("guess")));
+                Err(LoginError::Refused(refusal))
+            }
+        }
+    }
 
-        let tokens = self.pair(session_id, access, refresh, &start, now);
-        self.record(EventKind::Login, Some(user.id), Some(&identifier), None);
-        Ok(LoginGrant { user, tokens })
+    /// The work after the answer: writes the request's audit events and checks again the sessions of the access
+    /// tokens it wrote to KV after the step that made them live. A revocation that committed in between may have
+    /// deleted such a token from KV before it was written; this deletes it. The check is retried while its answer
+    /// is lost (at most three times in all).
+    pub async fn settle(&self) -> Result<(), InternalError> {
+        let mut outcome = self.events.flush().await;
+        for _ in 1..3 {
+            if outcome.is_ok() {
+                break;
+            }
+            outcome = self.events.flush().await;
+        }
+        let ended = outcome.map_err(InternalError::Store)?;
+        self.forget(&ended).await.map_err(InternalError::Store)
     }
 
     /// A new session id: random, below 2^48, never 0.
@@ -414,8 +404,9 @@ where
         }
     }
 
-    /// Exchanges a refresh token for a new pair. The presented token dies (rotation); presenting a token that was
-    /// already rotated out revokes its whole session, since either its owner or a thief holds a copy.
+    /// Exchanges a refresh token for a new pair, in one round trip. The presented token dies (rotation); presenting
+    /// a token that was already rotated out revokes its whole session, since either its owner or a thief holds a
+    /// copy.
     pub async fn refresh(
         &self,
         presented: &Token,
@@ -424,31 +415,24 @@ where
     ) -> Result<LoginGrant, AuthError> {
         let now = self.clock.now();
         let digest = presented.digest();
-        let (session_id, user) = match self.sessions.lookup(&digest, client, now, &self.policy).await? {
-            Lookup::Live { session_id, user } => (session_id, user),
-            Lookup::Unknown => return Err(AuthError::Invalid),
-            Lookup::Refused(refusal) => {
-                self.record(EventKind::Refused, None, None, Some(refusal.describe("refresh")));
-                return Err(AuthError::Refused(refusal));
-            }
-        };
         let (access, refresh, next) = self.new_tokens(now, device)?;
-        // Written before the rotation that makes it live (see `verify_code`).
-        self.access.put(&next.access, &self.snapshot(session_id, &user, &next, now), self.access_ttl()).await?;
-        let rotation = match self.sessions.rotate(&digest, &next, now, &self.policy).await {
+        let rotation = match self.sessions.rotate(&digest, &next, client, now, &self.policy).await {
             Ok(rotation) => rotation,
             Err(e) => {
                 // It may have committed with its answer lost: undone, so presenting the token again is no reuse.
                 let _ = self.sessions.unrotate(&digest, &next).await;
-                let _ = self.access.delete(&next.access).await;
                 return Err(e.into());
             }
         };
-        if !matches!(rotation, Rotation::Rotated { .. }) {
-            self.access.delete(&next.access).await?;
-        }
         match rotation {
             Rotation::Rotated { session_id, user, previous_access, expires_at } => {
+                let snapshot = self.snapshot(session_id, &user, &next, now);
+                if let Err(e) = self.access.put(&next.access, &snapshot, self.access_ttl()).await {
+                    let _ = self.sessions.unrotate(&digest, &next).await;
+                    return Err(e.into());
+                }
+                // Written after the step that made it live: checked again after the answer (see `settle`).
+                self.events.issued(&next.access);
                 if let Some(previous) = previous_access {
                     // The replaced token dies at once where it can; it expires soon anyway, and its session lives on.
                     let _ = self.access.delete(&previous).await;
@@ -471,6 +455,10 @@ where
                 Err(AuthError::Invalid)
             }
             Rotation::Invalid => Err(AuthError::Invalid),
+            Rotation::Refused(refusal) => {
+                self.record(EventKind::Refused, None, None, Some(refusal.describe("refresh")));
+                Err(AuthError::Refused(refusal))
+            }
         }
     }
 

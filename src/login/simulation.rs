@@ -28,10 +28,10 @@ use std::task::{Context, Poll, Waker};
 
 use serde::Deserialize;
 
-use super::fakes::{FakeClock, Recorder, SeededRandom};
+use super::fakes::{FakeClock, SeededRandom};
 use super::*;
-use crate::adapters::d1::D1;
-use crate::adapters::sql::{BatchResults, Database, Param, Statement};
+use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
+use crate::adapters::sql::{BatchResults, Database, Statement};
 use crate::adapters::sqlite::{Sqlite, SqliteResults};
 use crate::domain::{CodeHasher, Email, Identifier, OtpCode, PhoneNumber, Token, TokenDigest};
 
@@ -95,7 +95,7 @@ struct Observed {
     reserved: HashMap<String, u32>,
     /// The challenge each request's reservation took.
     reservation_of: HashMap<usize, String>,
-    /// Redemptions that started a session, per challenge id.
+    /// Redemptions that started a session that was not ended for want of an answer, per challenge id.
     sessions_started: HashMap<String, u32>,
     /// Requests that lost a D1 answer or had a KV write fail: their outcome is an error by design.
     faulted: HashSet<usize>,
@@ -178,20 +178,32 @@ impl Database for SimD1 {
         Yield(false).await;
         let edge = &self.0;
         let task = CURRENT.get();
-        let shapes: Vec<(String, Vec<Param>)> =
-            statements.iter().map(|s| (s.sql.to_string(), s.params.clone())).collect();
+        let shapes: Vec<String> = statements.iter().map(|s| s.sql.to_string()).collect();
         let results = edge.db.batch(statements).await?;
         let mut observed = edge.observed.borrow_mut();
-        for (i, (sql, params)) in shapes.iter().enumerate() {
+        for (i, sql) in shapes.iter().enumerate() {
             if sql.starts_with("UPDATE otp_challenges SET failed_attempts = failed_attempts + 1") {
                 if let Some(row) = results.first::<ChallengeRow>(i)? {
                     *observed.reserved.entry(row.challenge_id.clone()).or_default() += 1;
                     observed.reservation_of.insert(task, row.challenge_id);
                 }
             }
+            // A session starts from the code this request's batch reserved, earlier in the same batch.
             if sql.starts_with("INSERT INTO sessions") && results.first::<IdRow>(i)?.is_some() {
-                if let Some(Param::Text(challenge)) = params.get(1) {
-                    *observed.sessions_started.entry(challenge.clone()).or_default() += 1;
+                if let Some(challenge) = observed.reservation_of.get(&task).cloned() {
+                    *observed.sessions_started.entry(challenge).or_default() += 1;
+                }
+            }
+            // The same request ended it because its answer could not be given, and released the code: that
+            // session never reached anyone.
+            if sql.contains("revoked_reason = 'answer not delivered'") && results.changes(i)? > 0 {
+                if let Some(challenge) = observed.reservation_of.get(&task).cloned() {
+                    if let Some(n) = observed.sessions_started.get_mut(&challenge) {
+                        *n -= 1;
+                        if *n == 0 {
+                            observed.sessions_started.remove(&challenge);
+                        }
+                    }
                 }
             }
         }
@@ -265,7 +277,7 @@ impl Notifier for SimOutbox {
     }
 }
 
-type EdgeLogin = Login<D1<SimD1>, SimKv, D1<SimD1>, SimOutbox, FakeClock, SeededRandom, Recorder>;
+type EdgeLogin = Login<D1<SimD1>, SimKv, D1<SimD1>, SimOutbox, FakeClock, SeededRandom, DeferredEvents<SimD1>>;
 
 /// Employees 1 (by email on one device, by phone on another) and 4; 2 is in no employee group.
 const USERS: &str = "
@@ -349,11 +361,11 @@ impl Sim {
                 Rc::new(Login {
                     challenges: store.clone(),
                     access: SimKv { edge: edge.clone(), location },
-                    sessions: store,
+                    sessions: store.clone(),
                     notifier: SimOutbox(edge.clone()),
                     clock: edge.clock.clone(),
                     random: random.clone(),
-                    events: Recorder::default(),
+                    events: DeferredEvents::new(store, RequestOrigin::default()),
                     policy: policy.clone(),
                     hasher: CodeHasher::new(b"0123456789abcdef0123456789abcdef").unwrap(),
                     messages: MessageSettings { app_name: "CRM".into(), ..MessageSettings::default() },
@@ -531,6 +543,7 @@ impl Sim {
                 } else {
                     let _ = login.verify_code(target, OtpCode::parse(&guess).unwrap(), &ip, &Default::default()).await;
                 }
+                let _ = login.settle().await;
             }),
         )
     }
@@ -637,7 +650,9 @@ async fn request_code(login: Rc<EdgeLogin>, device: Rc<RefCell<Device>>, edge: R
         (d.identifier.clone(), d.ip.clone())
     };
     let Ok(pending) = login.request_code(identifier, &ip).await else { return };
-    if login.deliver_code(&pending).await.is_err() {
+    let delivered = login.deliver_code(&pending).await;
+    let _ = login.settle().await;
+    if delivered.is_err() {
         return;
     }
     let sent = edge.outbox.borrow().iter().rev().find(|(task, _)| *task == id).map(|(_, m)| digits_in(&m.text));
@@ -665,6 +680,8 @@ async fn verify(
     };
     let outcome =
         login.verify_code(identifier.clone(), OtpCode::parse(&digits).unwrap(), &ip, &Default::default()).await;
+    // The work after the answer, as the Worker's `wait_until` runs it.
+    let _ = login.settle().await;
     let observed = edge.observed.borrow();
     // A newer code for the identifier (asked for in parallel) kills this one: then it is no longer correct.
     let current =
@@ -712,6 +729,7 @@ async fn refresh(
 ) {
     let ip = device.borrow().ip.clone();
     let outcome = login.refresh(&presented, &ip, &Default::default()).await;
+    let _ = login.settle().await;
     let faulted = edge.observed.borrow().faulted.contains(&id);
     let mut d = device.borrow_mut();
     match outcome {

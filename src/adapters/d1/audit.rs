@@ -1,11 +1,14 @@
-//! The audit trail: every login event, written after the answer in one batch per request.
+//! The audit trail: every login event, written after the answer in one batch per request, with the check of the
+//! access tokens the request issued.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use serde::Deserialize;
+
 use super::D1;
-use crate::adapters::sql::{int, opt_int, opt_text, text, Database, Statement};
-use crate::domain::Identifier;
+use crate::adapters::sql::{int, opt_int, opt_text, text, BatchResults, Database, Statement};
+use crate::domain::{Identifier, TokenDigest};
 use crate::login::{EventKind, EventLog, LoginEvent, StoreError};
 
 /// ?1 time, ?2 event, ?3 user id, ?4 channel, ?5 masked identifier, ?6 ip, ?7 user agent, ?8 detail,
@@ -18,6 +21,16 @@ VALUES (?1, ?2, COALESCE(?3, CASE ?4
 
 const RECORD_LOGIN: &str = "UPDATE users SET last_login = ?2 WHERE id = ?1";
 
+/// The access token ?1, if its session has ended: it was written to KV after the step that made it live, so a
+/// revocation that committed in between may have deleted it from KV before it was there.
+const ENDED_ACCESS: &str = "\
+SELECT a.digest FROM access_tokens a JOIN sessions s ON s.id = a.session_id WHERE a.digest = ?1 AND s.revoked_at IS NOT NULL";
+
+#[derive(Deserialize)]
+struct DigestRow {
+    digest: String,
+}
+
 /// Where a request came from, stamped on each of its audit rows.
 #[derive(Debug, Clone, Default)]
 pub struct RequestOrigin {
@@ -28,25 +41,43 @@ pub struct RequestOrigin {
     pub country: Option<String>,
 }
 
-/// Buffers a request's audit events; [`DeferredEvents::flush`] writes them in one batch after the response.
+/// Buffers a request's audit events and issued tokens; [`EventLog::flush`] writes and checks them in one batch
+/// after the response.
 #[derive(Clone)]
 pub struct DeferredEvents<X> {
     db: D1<X>,
     origin: Rc<RequestOrigin>,
     pending: Rc<RefCell<Vec<LoginEvent>>>,
+    issued: Rc<RefCell<Vec<TokenDigest>>>,
 }
 
 impl<X: Database> DeferredEvents<X> {
     pub fn new(db: D1<X>, origin: RequestOrigin) -> DeferredEvents<X> {
-        DeferredEvents { db, origin: Rc::new(origin), pending: Rc::default() }
+        DeferredEvents { db, origin: Rc::new(origin), pending: Rc::default(), issued: Rc::default() }
+    }
+}
+
+impl<X: Database> EventLog for DeferredEvents<X> {
+    fn record(&self, event: LoginEvent) {
+        self.pending.borrow_mut().push(event);
     }
 
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    fn issued(&self, token: &TokenDigest) {
+        self.issued.borrow_mut().push(token.clone());
+    }
+
+    async fn flush(&self) -> Result<Vec<TokenDigest>, StoreError> {
+        // Events are taken once: a batch whose answer is lost may have written them. Issued tokens stay until
+        // a check answers.
         let events: Vec<LoginEvent> = self.pending.borrow_mut().drain(..).collect();
-        if events.is_empty() {
-            return Ok(());
+        let issued: Vec<TokenDigest> = self.issued.borrow().clone();
+        if events.is_empty() && issued.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut statements = Vec::with_capacity(events.len() + 1);
+        let mut statements = Vec::with_capacity(issued.len() + events.len() + 1);
+        for token in &issued {
+            statements.push(Statement::new(ENDED_ACCESS, vec![text(&token.0)]));
+        }
         for event in &events {
             let identifier = event.identifier.as_ref();
             statements.push(Statement::new(
@@ -68,12 +99,12 @@ impl<X: Database> DeferredEvents<X> {
                 statements.push(Statement::new(RECORD_LOGIN, vec![int(user_id), int(event.at.0)]));
             }
         }
-        self.db.batch(statements).await.map(drop)
-    }
-}
-
-impl<X> EventLog for DeferredEvents<X> {
-    fn record(&self, event: LoginEvent) {
-        self.pending.borrow_mut().push(event);
+        let results = self.db.batch(statements).await?;
+        self.issued.borrow_mut().clear();
+        let mut ended = Vec::new();
+        for index in 0..issued.len() {
+            ended.extend(results.rows::<DigestRow>(index)?.into_iter().map(|row| TokenDigest(row.digest)));
+        }
+        Ok(ended)
     }
 }

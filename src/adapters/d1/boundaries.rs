@@ -5,8 +5,8 @@ use crate::test_support::run;
 
 use super::D1;
 use crate::adapters::sqlite::Sqlite;
-use crate::domain::{ChallengeId, Email, Identifier, UnixTime};
-use crate::login::{Challenges, ClientIp, Opening, Policy, Refusal, Reservation};
+use crate::domain::{ChallengeId, Email, Identifier, PhoneNumber, TokenDigest, UnixTime};
+use crate::login::{Attempt, Challenges, ClientIp, Guess, NewCode, NewSession, Opening, Policy, Refusal};
 
 /// Midnight UTC, so that day boundaries are easy to name.
 const T0: i64 = 1_800_835_200;
@@ -19,14 +19,29 @@ fn email(n: u32) -> Identifier {
     Identifier::Email(Email::parse(&format!("person{n}@example.com")).unwrap())
 }
 
-fn open(db: &D1<Sqlite>, who: &Identifier, client: &str, at: i64, policy: &Policy) -> Opening {
+fn open_code(db: &D1<Sqlite>, who: &Identifier, client: &str, at: i64, policy: &Policy, sms: bool) -> Opening {
     let challenge = ChallengeId(format!("c{at}{client}{}", who.value()));
-    run(db.open(who, &challenge, &ClientIp(client.into()), UnixTime(at), policy)).unwrap()
+    let code = NewCode { challenge: &challenge, digest: "code-digest", claim_sms_slot: sms };
+    run(db.open(who, &code, &ClientIp(client.into()), UnixTime(at), policy)).unwrap()
 }
 
-fn guess(db: &D1<Sqlite>, who: &Identifier, at: i64, policy: &Policy) -> Reservation {
+fn open(db: &D1<Sqlite>, who: &Identifier, client: &str, at: i64, policy: &Policy) -> Opening {
+    open_code(db, who, client, at, policy, false)
+}
+
+/// A wrong guess.
+fn guess(db: &D1<Sqlite>, who: &Identifier, at: i64, policy: &Policy) -> Attempt {
     let nonce = ChallengeId(format!("n{at}"));
-    run(db.reserve_attempt(who, &nonce, &ClientIp("192.0.2.1".into()), UnixTime(at), policy)).unwrap()
+    let digest = |s: &str| TokenDigest(format!("{s}{at}"));
+    let start = NewSession {
+        access: digest("a"),
+        access_expires_at: UnixTime(at + 900),
+        refresh: digest("r"),
+        refresh_expires_at: UnixTime(at + 86_400),
+        device: Default::default(),
+    };
+    let guess = Guess { nonce: &nonce, digest: "wrong-digest", session_id: at, start: &start };
+    run(db.attempt(who, &guess, &ClientIp("192.0.2.1".into()), UnixTime(at), policy)).unwrap()
 }
 
 #[test]
@@ -53,11 +68,29 @@ fn the_hourly_send_window_ends_exactly_an_hour_after_it_began() {
 
 #[test]
 fn the_sms_cap_rolls_over_at_midnight_utc() {
-    let db = store();
-    assert!(run(db.claim_sms_slot(UnixTime(T0 - 2), 1)).unwrap());
-    assert!(!run(db.claim_sms_slot(UnixTime(T0 - 1), 1)).unwrap(), "the last second of the day is still that day");
-    assert!(run(db.claim_sms_slot(UnixTime(T0), 1)).unwrap(), "midnight starts a new day");
-    assert!(!run(db.claim_sms_slot(UnixTime(T0 + 86_399), 1)).unwrap());
+    let db = Sqlite::migrated();
+    db.execute(
+        "INSERT INTO groups (id, name, is_employee_group) VALUES (1, 'Employees', 1);
+         INSERT INTO users (id, email, first_name, last_name, is_active) VALUES
+             (1, 'a@example.com', 'A', 'A', 1), (2, 'b@example.com', 'B', 'B', 1),
+             (3, 'c@example.com', 'C', 'C', 1), (4, 'd@example.com', 'D', 'D', 1);
+         INSERT INTO profiles (user_id, phone_number, branch, designation) VALUES
+             (1, '+1234567801', '', ''), (2, '+1234567802', '', ''), (3, '+1234567803', '', ''),
+             (4, '+1234567804', '', '');
+         INSERT INTO user_groups (user_id, group_id) VALUES (1, 1), (2, 1), (3, 1), (4, 1);",
+    );
+    let (db, policy) = (D1::new(db), Policy { sms_daily_cap: 1, ..Policy::default() });
+    let slot = |n: u32, at: i64| {
+        let who = Identifier::Phone(PhoneNumber::parse(&format!("+12345678{n:02}")).unwrap());
+        match open_code(&db, &who, "192.0.2.1", at, &policy, true) {
+            Opening::Issued { sms_slot, .. } => sms_slot,
+            refused => panic!("{refused:?}"),
+        }
+    };
+    assert!(slot(1, T0 - 2));
+    assert!(!slot(2, T0 - 1), "the last second of the day is still that day");
+    assert!(slot(3, T0), "midnight starts a new day");
+    assert!(!slot(4, T0 + 86_399));
 }
 
 #[test]
@@ -68,9 +101,9 @@ fn each_lockout_ends_at_its_last_second_and_the_next_one_is_twice_as_long() {
     for (k, length) in [(1, 900), (2, 1800), (3, 3600)] {
         assert!(matches!(open(&db, &who, "192.0.2.1", now, &policy), Opening::Issued { .. }), "lockout {k}");
         for _ in 0..2 {
-            assert!(matches!(guess(&db, &who, now, &policy), Reservation::Reserved { .. }));
+            assert!(matches!(guess(&db, &who, now, &policy), Attempt::Wrong { .. }));
         }
-        let Reservation::Reserved { counter, .. } = guess(&db, &who, now, &policy) else { panic!("third guess") };
+        let Attempt::Wrong { counter, .. } = guess(&db, &who, now, &policy) else { panic!("third guess") };
         assert_eq!(counter.locked_until, UnixTime(now + length), "lockout {k} lasts {length} s");
         assert_eq!(
             open(&db, &who, "192.0.2.1", now + length - 1, &policy),
@@ -93,7 +126,7 @@ fn a_lockout_never_exceeds_a_day() {
         assert!(matches!(open(&db, &who, "192.0.2.1", now, &policy), Opening::Issued { .. }));
         let mut last = None;
         for _ in 0..3 {
-            if let Reservation::Reserved { counter, .. } = guess(&db, &who, now, &policy) {
+            if let Attempt::Wrong { counter, .. } = guess(&db, &who, now, &policy) {
                 last = Some(counter.locked_until);
             }
         }

@@ -8,13 +8,14 @@
 
 use serde::Deserialize;
 
-use super::sessions::{start_session, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
+use super::sessions::{start_session, ABANDON, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
 use super::{user_by_identifier, user_from, UserRow, D1};
 use crate::adapters::sql::{int, opt_text, store_error, text, BatchResults, Database, Statement};
-use crate::domain::{ChallengeId, Identifier, UnixTime};
+use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime};
+
 use crate::login::{
-    ChallengeState, Challenges, ClientIp, GuessCounter, NewSession, Opening, Policy, Redemption, Reservation,
-    StoreError, WindowCounter,
+    Attempt, ChallengeState, Challenges, ClientIp, Guess, GuessCounter, NewCode, Opening, Policy, StoreError,
+    WindowCounter,
 };
 
 /// The subject an identifier's failures are counted under, from ?1 the identifier's key (`email:…` or `sms:…`) and
@@ -37,6 +38,16 @@ macro_rules! subject_locked {
     };
 }
 
+/// True when ?1 (key) and ?2 (value) name an account that may log in: active and in an employee group.
+macro_rules! account_may_log_in {
+    () => {
+        "EXISTS (SELECT 1 FROM users u WHERE (u.email = ?2 AND ?1 = 'email:' || ?2 \
+         OR u.id = (SELECT user_id FROM profiles WHERE ?1 = 'sms:' || ?2 AND phone_number = ?2)) \
+         AND u.is_active = 1 AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id \
+         WHERE ug.user_id = u.id AND g.is_employee_group = 1))"
+    };
+}
+
 /// Counts one request in a fixed window: ?1 bucket, ?2 now, ?3 window length.
 pub(super) const COUNT_REQUEST: &str = "\
 INSERT INTO rate_limits (bucket, window_started_at, hits) VALUES (?1, ?2, 1)
@@ -47,16 +58,19 @@ RETURNING hits, window_started_at";
 
 /// Starts a new challenge (a new code, with a fresh per-code guess count) unless a limit applies — the mirror of
 /// `Policy::ip_refusal` and `Policy::send_refusal`: ?1 key, ?2 value, ?3 now, ?4 challenge id, ?5 expiry, ?6 IP
-/// bucket, ?7 IP limit, ?8 cooldown, ?9 hourly cap. The subject's failure count is untouched.
+/// bucket, ?7 IP limit, ?8 cooldown, ?9 hourly cap, ?10 the code's digest, stored only if the account may log in
+/// (nothing is sent otherwise, so no code can be right). The subject's failure count is untouched.
 const OPEN_CHALLENGE: &str = concat!(
     "INSERT INTO otp_challenges (identifier, challenge_id, issued_at, expires_at, consumed_at, failed_attempts, ",
-    "window_started_at, sends_in_window) ",
-    "SELECT ?1, ?4, ?3, ?5, NULL, 0, ?3, 1 ",
+    "window_started_at, sends_in_window, code_digest) ",
+    "SELECT ?1, ?4, ?3, ?5, NULL, 0, ?3, 1, CASE WHEN ",
+    account_may_log_in!(),
+    " THEN ?10 END ",
     "WHERE (SELECT hits FROM rate_limits WHERE bucket = ?6) <= ?7 AND NOT ",
     subject_locked!(),
     " ON CONFLICT (identifier) DO UPDATE SET ",
     "challenge_id = excluded.challenge_id, issued_at = excluded.issued_at, expires_at = excluded.expires_at, ",
-    "consumed_at = NULL, failed_attempts = 0, reserved_by = NULL, code_digest = NULL, ",
+    "consumed_at = NULL, failed_attempts = 0, reserved_by = NULL, code_digest = excluded.code_digest, ",
     "window_started_at = CASE WHEN otp_challenges.window_started_at > ?3 - 3600 ",
     "THEN otp_challenges.window_started_at ELSE ?3 END, ",
     "sends_in_window = CASE WHEN otp_challenges.window_started_at > ?3 - 3600 ",
@@ -66,6 +80,14 @@ const OPEN_CHALLENGE: &str = concat!(
     "RETURNING challenge_id"
 );
 
+/// Takes one of the UTC day's SMS slots (?1 the day's bucket, ?2 now) for the code just stored for ?3 (identifier
+/// key) under challenge ?4: only a code that will be sent takes one.
+const CLAIM_SMS_SLOT: &str = "\
+INSERT INTO rate_limits (bucket, window_started_at, hits) SELECT ?1, ?2, 1
+WHERE EXISTS (SELECT 1 FROM otp_challenges WHERE identifier = ?3 AND challenge_id = ?4 AND code_digest IS NOT NULL)
+ON CONFLICT (bucket) DO UPDATE SET hits = rate_limits.hits + 1
+RETURNING hits";
+
 /// Reserves one guess on the live, unused code, if the code has guesses left, the client is under its limit and the
 /// subject is not locked; the reservation is marked with this request's ?7 nonce. ?1 key, ?2 value, ?3 now,
 /// ?4 guesses per code, ?5 IP bucket, ?6 IP limit.
@@ -74,12 +96,8 @@ const RESERVE_GUESS: &str = concat!(
     "WHERE identifier = ?1 AND consumed_at IS NULL AND expires_at > ?3 AND failed_attempts < ?4 ",
     "AND (SELECT hits FROM rate_limits WHERE bucket = ?5) <= ?6 AND NOT ",
     subject_locked!(),
-    " RETURNING challenge_id, failed_attempts, code_digest"
+    " RETURNING challenge_id, failed_attempts"
 );
-
-/// The delivery's record of the code it sends: ?3 its keyed digest, on the identifier's (?1) current challenge ?2.
-const STORE_CODE: &str = "\
-UPDATE otp_challenges SET code_digest = ?3 WHERE identifier = ?1 AND challenge_id = ?2 AND consumed_at IS NULL";
 
 /// The subject's counter row, created empty if this batch reserved a guess (?4 the nonce): ?1 key, ?2 value, ?3 now.
 const ENSURE_COUNTER: &str = concat!(
@@ -88,9 +106,9 @@ const ENSURE_COUNTER: &str = concat!(
     ", 0, 0, 0, ?3 WHERE EXISTS (SELECT 1 FROM otp_challenges WHERE identifier = ?1 AND reserved_by = ?4)"
 );
 
-/// Counts the reserved guess as a failure until it is redeemed, in the same transaction as the reservation: the
-/// failure that completes a run of ?5 locks the subject for ?6 × 2^(k−1) seconds (k-th lockout, at most a day), and
-/// the ?7-th consecutive failure holds it for an administrator. ?1 key, ?2 value, ?3 now, ?4 nonce.
+/// Counts the reserved guess as a failure until it is redeemed (a login clears it later in the same batch), in the
+/// same transaction as the reservation: the failure that completes a run of ?5 locks the subject for ?6 × 2^(k−1) seconds (k-th lockout, at
+/// most a day), and the ?7-th consecutive failure holds it for an administrator. ?1 key, ?2 value, ?3 now, ?4 nonce.
 const COUNT_FAILURE: &str = concat!(
     "UPDATE guess_counters SET failures = failures + 1, last_failed_at = ?3, ",
     "locked_until = CASE WHEN (failures + 1) % ?5 = 0 ",
@@ -102,11 +120,18 @@ const COUNT_FAILURE: &str = concat!(
     "RETURNING failures, locked_until, held"
 );
 
-/// Consumes the code, once: ?1 key, ?2 challenge id, ?3 now.
+/// Consumes the code if the guess this batch reserved (?2 nonce) is right (?4 its digest), once: ?1 key, ?3 now.
 const REDEEM: &str = "\
 UPDATE otp_challenges SET consumed_at = ?3
-WHERE identifier = ?1 AND challenge_id = ?2 AND consumed_at IS NULL AND expires_at > ?3
+WHERE identifier = ?1 AND reserved_by = ?2 AND code_digest = ?4 AND consumed_at IS NULL AND expires_at > ?3
 RETURNING challenge_id";
+
+/// Makes the code consumed by the guess ?2 (nonce) live again if that guess started the session ?3, whose answer
+/// could not be given: ?1 key.
+const RELEASE_CODE: &str = "\
+UPDATE otp_challenges SET consumed_at = NULL
+WHERE identifier = ?1 AND reserved_by = ?2 AND consumed_at IS NOT NULL
+  AND EXISTS (SELECT 1 FROM sessions WHERE access_digest = ?3)";
 
 /// A successful login (the session ?4 was started in this batch) clears the subject's failures and lockouts:
 /// ?1 key, ?2 value.
@@ -169,9 +194,12 @@ impl StateRow {
 
 #[derive(Deserialize)]
 struct ReservedRow {
-    challenge_id: String,
     failed_attempts: u32,
-    code_digest: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HitsRow {
+    hits: u32,
 }
 
 #[derive(Deserialize)]
@@ -211,161 +239,114 @@ fn state(identifier: &Identifier) -> Statement {
     Statement::new(STATE, vec![text(&identifier.key()), text(identifier.value())])
 }
 
+/// The positions of a code request's statements in its batch.
+mod open_batch {
+    pub const COUNT: usize = 0;
+    pub const OPEN: usize = 1;
+    pub const STATE: usize = 2;
+    pub const USER: usize = 3;
+    pub const SMS_SLOT: usize = 4;
+}
+
+/// The positions of a guess's statements in its batch (2 creates the counter row, 4 and 5 record the session's
+/// tokens, 7 clears the failures).
+mod guess_batch {
+    pub const COUNT: usize = 0;
+    pub const RESERVE: usize = 1;
+    pub const SESSION: usize = 3;
+    pub const FAILURE: usize = 6;
+    pub const REDEEM: usize = 8;
+    pub const STATE: usize = 9;
+    pub const USER: usize = 10;
+}
+
 impl<X: Database> Challenges for D1<X> {
     async fn open(
         &self,
         identifier: &Identifier,
-        challenge: &ChallengeId,
+        code: &NewCode<'_>,
         client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Opening, StoreError> {
         let bucket = ip_bucket(client, "send");
+        let key = identifier.key();
         let open = Statement::new(
             OPEN_CHALLENGE,
             vec![
-                text(&identifier.key()),
+                text(&key),
                 text(identifier.value()),
                 int(now.0),
-                text(&challenge.0),
+                text(&code.challenge.0),
                 int(now.plus(policy.code_ttl_seconds).0),
                 text(&bucket),
                 int(policy.ip_send_limit.into()),
                 int(policy.resend_cooldown_seconds),
                 int(policy.max_sends_per_hour.into()),
+                text(code.digest),
             ],
         );
         // The account is read in the same batch whether or not it exists, so the round trip is the same for every
         // identifier; it is used only for the delivery after the answer.
-        let results = self
-            .batch(vec![count_request(&bucket, now, policy), open, state(identifier), user_by_identifier(identifier)])
-            .await?;
-
-        if results.first::<IdRow>(1)?.is_some_and(|row| row.challenge_id == challenge.0) {
-            return Ok(Opening::Issued { account: user_from(results.first::<UserRow>(3)?)? });
+        let mut statements =
+            vec![count_request(&bucket, now, policy), open, state(identifier), user_by_identifier(identifier)];
+        if code.claim_sms_slot {
+            // One bucket per UTC day; the window never rolls over inside it.
+            let day = format!("sms:{}", now.0.div_euclid(DAY));
+            let slot =
+                Statement::new(CLAIM_SMS_SLOT, vec![text(&day), int(now.0), text(&key), text(&code.challenge.0)]);
+            statements.push(slot);
         }
-        if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_send_limit, now) {
+        let results = self.batch(statements).await?;
+
+        if results.first::<IdRow>(open_batch::OPEN)?.is_some_and(|row| row.challenge_id == code.challenge.0) {
+            let sms_slot = code.claim_sms_slot
+                && results.first::<HitsRow>(open_batch::SMS_SLOT)?.is_some_and(|row| row.hits <= policy.sms_daily_cap);
+            let account = user_from(results.first::<UserRow>(open_batch::USER)?)?;
+            return Ok(Opening::Issued { account, sms_slot });
+        }
+        if let Some(refusal) = policy.ip_refusal(&counter(&results, open_batch::COUNT)?, policy.ip_send_limit, now) {
             return Ok(Opening::Refused(refusal));
         }
-        let state: StateRow = results.first(2)?.ok_or_else(|| store_error("state returned no row"))?;
+        let state: StateRow = results.first(open_batch::STATE)?.ok_or_else(|| store_error("state returned no row"))?;
         match policy.send_refusal(&state.counter(), state.challenge().as_ref(), now) {
             Some(refusal) => Ok(Opening::Refused(refusal)),
             None => Err(store_error("challenge was neither opened nor refused")),
         }
     }
 
-    async fn reserve_attempt(
+    async fn attempt(
         &self,
         identifier: &Identifier,
-        nonce: &ChallengeId,
+        guess: &Guess<'_>,
         client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
-    ) -> Result<Reservation, StoreError> {
-        let (key, value) = (text(&identifier.key()), text(identifier.value()));
+    ) -> Result<Attempt, StoreError> {
+        let key = identifier.key();
+        let value = identifier.value();
+        let nonce = &guess.nonce.0;
+        let start = guess.start;
+        let device = &start.device;
         let bucket = ip_bucket(client, "verify");
         let reserve = Statement::new(
             RESERVE_GUESS,
             vec![
-                key.clone(),
-                value.clone(),
+                text(&key),
+                text(value),
                 int(now.0),
                 int(policy.max_failed_attempts.into()),
                 text(&bucket),
                 int(policy.ip_verify_limit.into()),
-                text(&nonce.0),
+                text(nonce),
             ],
         );
-        let ensure = Statement::new(ENSURE_COUNTER, vec![key.clone(), value.clone(), int(now.0), text(&nonce.0)]);
-        let count = Statement::new(
-            COUNT_FAILURE,
-            vec![
-                key,
-                value,
-                int(now.0),
-                text(&nonce.0),
-                int(policy.max_failed_attempts.into()),
-                int(policy.lockout_seconds),
-                int(policy.max_consecutive_failures.into()),
-            ],
-        );
-        // The account is read in the same batch for every identifier; it is used only once a code proved correct.
-        let results = self
-            .batch(vec![
-                count_request(&bucket, now, policy),
-                reserve,
-                ensure,
-                count,
-                state(identifier),
-                user_by_identifier(identifier),
-            ])
-            .await?;
-
-        if let Some(row) = results.first::<ReservedRow>(1)? {
-            let counted: FailureRow =
-                results.first(3)?.ok_or_else(|| store_error("a reserved guess was not counted"))?;
-            return Ok(Reservation::Reserved {
-                challenge_id: ChallengeId(row.challenge_id),
-                code_failures: row.failed_attempts,
-                counter: GuessCounter {
-                    failures: counted.failures,
-                    locked_until: UnixTime(counted.locked_until),
-                    held: counted.held != 0,
-                },
-                digest: row.code_digest,
-                account: user_from(results.first::<UserRow>(5)?)?.map(Box::new),
-            });
-        }
-        if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_verify_limit, now) {
-            return Ok(Reservation::Refused(refusal));
-        }
-        let state: StateRow = results.first(4)?.ok_or_else(|| store_error("state returned no row"))?;
-        let counter = state.counter();
-        if let Some(refusal) = policy.lock_refusal(&counter, now) {
-            return Ok(Reservation::Refused(refusal));
-        }
-        // No live code: the next one starts with all its guesses, so only the subject's count limits them.
-        Ok(Reservation::NoActiveCode { attempts_remaining: policy.attempts_remaining(&counter, 0) })
-    }
-
-    async fn claim_sms_slot(&self, now: UnixTime, cap: u32) -> Result<bool, StoreError> {
-        // One bucket per UTC day; the window never rolls over inside it.
-        let bucket = format!("sms:{}", now.0.div_euclid(DAY));
-        let counted = Statement::new(COUNT_REQUEST, vec![text(&bucket), int(now.0), int(DAY)]);
-        let row: CounterRow = self
-            .query_all(counted)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| store_error("SMS counter returned no row"))?;
-        Ok(row.hits <= cap)
-    }
-
-    async fn store_code(
-        &self,
-        identifier: &Identifier,
-        challenge: &ChallengeId,
-        digest: &str,
-    ) -> Result<(), StoreError> {
-        let statement = Statement::new(STORE_CODE, vec![text(&identifier.key()), text(&challenge.0), text(digest)]);
-        self.batch(vec![statement]).await.map(|_| ())
-    }
-
-    async fn redeem(
-        &self,
-        identifier: &Identifier,
-        challenge: &ChallengeId,
-        now: UnixTime,
-        session_id: i64,
-        start: &NewSession,
-    ) -> Result<Redemption, StoreError> {
-        let key = identifier.key();
-        let device = &start.device;
+        let ensure = Statement::new(ENSURE_COUNTER, vec![text(&key), text(value), int(now.0), text(nonce)]);
         let session = Statement::new(
             start_session(identifier),
             vec![
                 text(&key),
-                text(&challenge.0),
+                text(nonce),
                 int(now.0),
                 int(start.refresh_expires_at.0),
                 text(&start.access.0),
@@ -374,23 +355,87 @@ impl<X: Database> Challenges for D1<X> {
                 opt_text(device.ip.as_deref()),
                 opt_text(device.country.as_deref()),
                 opt_text(device.city.as_deref()),
-                text(identifier.value()),
-                int(session_id),
+                text(value),
+                int(guess.session_id),
+                text(guess.digest),
             ],
         );
         let refresh =
             Statement::new(FIRST_REFRESH_TOKEN, vec![text(&start.refresh.0), text(&start.access.0), int(now.0)]);
         let access = Statement::new(FIRST_ACCESS_TOKEN, vec![text(&start.access.0)]);
-        let clear = Statement::new(
-            CLEAR_FAILURES,
-            vec![text(&key), text(identifier.value()), int(now.0), text(&start.access.0)],
+        let count = Statement::new(
+            COUNT_FAILURE,
+            vec![
+                text(&key),
+                text(value),
+                int(now.0),
+                text(nonce),
+                int(policy.max_failed_attempts.into()),
+                int(policy.lockout_seconds),
+                int(policy.max_consecutive_failures.into()),
+            ],
         );
-        let redeem = Statement::new(REDEEM, vec![text(&key), text(&challenge.0), int(now.0)]);
-        let results = self.batch(vec![session, refresh, access, clear, redeem, user_by_identifier(identifier)]).await?;
-        if results.first::<IdRow>(4)?.is_none() {
-            return Ok(Redemption::AlreadyUsed);
+        let clear = Statement::new(CLEAR_FAILURES, vec![text(&key), text(value), int(now.0), text(&start.access.0)]);
+        let redeem = Statement::new(REDEEM, vec![text(&key), text(nonce), int(now.0), text(guess.digest)]);
+        // One transaction decides the guess whoever the identifier belongs to: the same statements for every
+        // identifier, and the account read with them.
+        let results = self
+            .batch(vec![
+                count_request(&bucket, now, policy),
+                reserve,
+                ensure,
+                session,
+                refresh,
+                access,
+                count,
+                clear,
+                redeem,
+                state(identifier),
+                user_by_identifier(identifier),
+            ])
+            .await?;
+
+        if let Some(reserved) = results.first::<ReservedRow>(guess_batch::RESERVE)? {
+            let account = user_from(results.first::<UserRow>(guess_batch::USER)?)?.map(Box::new);
+            if let Some(session) = results.first::<SessionIdRow>(guess_batch::SESSION)? {
+                let user = account.ok_or_else(|| store_error("a session started for no account"))?;
+                return Ok(Attempt::LoggedIn { user, session_id: session.id });
+            }
+            if results.first::<IdRow>(guess_batch::REDEEM)?.is_some() {
+                return Ok(Attempt::Consumed { account });
+            }
+            let counted: FailureRow =
+                results.first(guess_batch::FAILURE)?.ok_or_else(|| store_error("a wrong guess was not counted"))?;
+            return Ok(Attempt::Wrong {
+                code_failures: reserved.failed_attempts,
+                counter: GuessCounter {
+                    failures: counted.failures,
+                    locked_until: UnixTime(counted.locked_until),
+                    held: counted.held != 0,
+                },
+            });
         }
-        let session_id = results.first::<SessionIdRow>(0)?.map(|row| row.id);
-        Ok(Redemption::Redeemed { user: user_from(results.first::<UserRow>(5)?)?.map(Box::new), session_id })
+        if let Some(refusal) = policy.ip_refusal(&counter(&results, guess_batch::COUNT)?, policy.ip_verify_limit, now) {
+            return Ok(Attempt::Refused(refusal));
+        }
+        let state: StateRow = results.first(guess_batch::STATE)?.ok_or_else(|| store_error("state returned no row"))?;
+        let counter = state.counter();
+        if let Some(refusal) = policy.lock_refusal(&counter, now) {
+            return Ok(Attempt::Refused(refusal));
+        }
+        // No live code: the next one starts with all its guesses, so only the subject's count limits them.
+        Ok(Attempt::NoActiveCode { attempts_remaining: policy.attempts_remaining(&counter, 0) })
+    }
+
+    async fn release(
+        &self,
+        identifier: &Identifier,
+        nonce: &ChallengeId,
+        access: &TokenDigest,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let release = Statement::new(RELEASE_CODE, vec![text(&identifier.key()), text(&nonce.0), text(&access.0)]);
+        let abandon = Statement::new(ABANDON, vec![text(&access.0), int(now.0)]);
+        self.batch(vec![release, abandon]).await.map(drop)
     }
 }

@@ -7,15 +7,14 @@ use super::{user_from, user_query, UserRow, D1};
 use crate::adapters::sql::{int, opt_int, opt_text, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{Identifier, TokenDigest, UnixTime};
 use crate::login::{
-    ClientIp, Lookup, NewSession, Policy, RefreshLogout, Revocation, Rotation, Scope, SessionInfo, Sessions, StoreError,
+    ClientIp, NewSession, Policy, RefreshLogout, Revocation, Rotation, Scope, SessionInfo, Sessions, StoreError,
 };
 
-/// Starts a session for the account behind the identifier, in the redeem batch and *before* its `REDEEM`: the
-/// condition is exactly the one `REDEEM` then consumes, evaluated in the same transaction, so the row exists if and
-/// only if this batch redeemed the code, and only for an account that may log in. ?1 challenge key, ?2 challenge id,
+/// Starts a session for the account behind the identifier, in the guess's batch, if the guess that batch reserved
+/// is right and the account may log in; the condition is exactly the one `REDEEM` then consumes, evaluated in the
+/// same transaction, so the row exists only if this batch redeemed the code. ?1 challenge key, ?2 the guess's nonce,
 /// ?3 now, ?4 refresh expiry, ?5 access digest, ?6 access expiry, ?7 user agent, ?8 ip, ?9 country, ?10 city,
-/// ?11 the identifier's value, ?12 the session's id (chosen at random by the caller, which writes the access token
-/// to KV, under this id, before this statement can make it live).
+/// ?11 the identifier's value, ?12 the session's id (chosen at random by the caller), ?13 the guess's digest.
 macro_rules! start_session {
     ($user:literal) => {
         concat!(
@@ -25,7 +24,7 @@ macro_rules! start_session {
             $user,
             " AND u.is_active = 1 AND EXISTS (SELECT 1 FROM user_groups ug JOIN groups g ON g.id = ug.group_id ",
             "WHERE ug.user_id = u.id AND g.is_employee_group = 1) ",
-            "AND EXISTS (SELECT 1 FROM otp_challenges WHERE identifier = ?1 AND challenge_id = ?2 ",
+            "AND EXISTS (SELECT 1 FROM otp_challenges WHERE identifier = ?1 AND reserved_by = ?2 AND code_digest = ?13 ",
             "AND consumed_at IS NULL AND expires_at > ?3) RETURNING id"
         )
     };
@@ -60,11 +59,6 @@ macro_rules! may_log_in {
     };
 }
 
-/// The live session a refresh token ?1 (current or rotated out) belongs to at ?2.
-const SESSION_OF_REFRESH: &str = "\
-SELECT s.id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id
-WHERE r.digest = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2";
-
 /// The account of the session of refresh token ?1.
 const USER_OF_REFRESH: &str = user_query!(
     "u.id = (SELECT s.user_id FROM sessions s JOIN refresh_tokens r ON r.session_id = s.id WHERE r.digest = ?1)"
@@ -77,13 +71,15 @@ SELECT COALESCE(r.access_digest, s.access_digest) AS access_digest
 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.digest = ?1";
 
 /// The step that decides a refresh: the new refresh token ?2 (paired with access token ?5) joins the session of ?1
-/// if ?1 is its current token, or was rotated out less than ?4 seconds before ?3 (a retry), the session is live at
-/// ?3 and its account may still log in. Every later statement of the batch keys on ?2 existing.
+/// if the client's counter ?6 is within ?7, ?1 is the session's current token, or was rotated out less than ?4
+/// seconds before ?3 (a retry), the session is live at ?3 and its account may still log in. Every later statement
+/// of the batch keys on ?2 existing.
 const ADMIT_REFRESH: &str = concat!(
     "INSERT INTO refresh_tokens (digest, session_id, issued_at, access_digest) ",
     "SELECT ?2, r.session_id, ?3, ?5 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id ",
     "JOIN users u ON u.id = s.user_id ",
-    "WHERE r.digest = ?1 AND (r.replaced_by IS NULL OR r.replaced_at > ?3 - ?4) ",
+    "WHERE (SELECT hits FROM rate_limits WHERE bucket = ?6) <= ?7 ",
+    "AND r.digest = ?1 AND (r.replaced_by IS NULL OR r.replaced_at > ?3 - ?4) ",
     "AND s.revoked_at IS NULL AND s.expires_at > ?3 AND ",
     may_log_in!()
 );
@@ -110,18 +106,22 @@ WHERE id = (SELECT session_id FROM refresh_tokens WHERE digest = ?2)
 RETURNING id, user_id, expires_at";
 
 /// Reuse detection: ?1 was rotated out and ?2 was not admitted (so the rotation was longer ago than the grace
-/// period, or the session is over), so whoever holds ?1 is replaying it; the session ends at ?3.
+/// period, or the account lost access), so whoever holds ?1 is replaying it; the live session ends at ?3. Only
+/// within the client's limit (?4 its counter, ?5 the limit).
 const REVOKE_ON_REUSE: &str = "\
 UPDATE sessions SET revoked_at = ?3, revoked_reason = 'refresh token reused'
-WHERE revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2) AND id = (
-  SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL)
+WHERE revoked_at IS NULL AND expires_at > ?3 AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2)
+  AND (SELECT hits FROM rate_limits WHERE bucket = ?4) <= ?5
+  AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL)
 RETURNING id, user_id";
 
-/// The account lost access: ?1 is its session's current token, the session is live at ?3, ?2 was not admitted, and
-/// the user is inactive or in no employee group; the session ends, so the access tokens' stale snapshots go too.
+/// The account lost access: ?1 is its session's current token, the session is live at ?3, ?2 was not admitted, the
+/// client is within its limit (?4 its counter, ?5 the limit) and the user is inactive or in no employee group; the
+/// session ends, so the access tokens' stale snapshots go too.
 const REVOKE_ON_LOST_ACCESS: &str = concat!(
     "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'account may no longer log in' ",
     "WHERE revoked_at IS NULL AND expires_at > ?3 AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2) ",
+    "AND (SELECT hits FROM rate_limits WHERE bucket = ?4) <= ?5 ",
     "AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NULL) ",
     "AND user_id NOT IN (SELECT u.id FROM users u WHERE ",
     may_log_in!(),
@@ -141,8 +141,8 @@ UPDATE refresh_tokens SET replaced_by = NULL, replaced_at = NULL WHERE digest = 
 const FORGET_REFRESH: &str = "DELETE FROM refresh_tokens WHERE digest = ?1";
 const FORGET_ACCESS: &str = "DELETE FROM access_tokens WHERE digest = ?1";
 
-/// A session started or moved to access token ?1 whose answer could not be given ends at ?2.
-const ABANDON: &str = "\
+/// A session started with access token ?1 whose answer could not be given ends at ?2.
+pub(super) const ABANDON: &str = "\
 UPDATE sessions SET revoked_at = ?2, revoked_reason = 'answer not delivered' WHERE access_digest = ?1 AND revoked_at IS NULL";
 
 /// Ends one live session of a user: ?1 user, ?2 session, ?3 now, ?4 reason.
@@ -215,47 +215,38 @@ struct SessionInfoRow {
     city: Option<String>,
 }
 
+/// The positions of a refresh's statements in its batch (3 lists the new access token).
+mod rotate_batch {
+    pub const COUNT: usize = 0;
+    pub const PAIRED: usize = 1;
+    pub const CLAIM: usize = 3;
+    pub const MOVE: usize = 5;
+    pub const REUSE: usize = 6;
+    pub const LOST: usize = 7;
+    pub const USER: usize = 8;
+    pub const REVOKED_ACCESS: usize = 9;
+}
+
 fn digests<R: BatchResults>(results: &R, index: usize) -> Result<Vec<TokenDigest>, StoreError> {
     Ok(results.rows::<DigestRow>(index)?.into_iter().map(|row| TokenDigest(row.digest)).collect())
 }
 
 impl<X: Database> Sessions for D1<X> {
-    async fn lookup(
-        &self,
-        refresh: &TokenDigest,
-        client: &ClientIp,
-        now: UnixTime,
-        policy: &Policy,
-    ) -> Result<Lookup, StoreError> {
-        let bucket = ip_bucket(client, "refresh");
-        let results = self
-            .batch(vec![
-                count_request(&bucket, now, policy),
-                Statement::new(SESSION_OF_REFRESH, vec![text(&refresh.0), int(now.0)]),
-                Statement::new(USER_OF_REFRESH, vec![text(&refresh.0)]),
-            ])
-            .await?;
-        if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_refresh_limit, now) {
-            return Ok(Lookup::Refused(refusal));
-        }
-        let session = results.first::<SessionIdRow>(1)?;
-        Ok(match (session, user_from(results.first::<UserRow>(2)?)?) {
-            (Some(session), Some(user)) => Lookup::Live { session_id: session.id, user: Box::new(user) },
-            _ => Lookup::Unknown,
-        })
-    }
-
     async fn rotate(
         &self,
         refresh: &TokenDigest,
         next: &NewSession,
+        client: &ClientIp,
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Rotation, StoreError> {
         let (old, new) = (text(&refresh.0), text(&next.refresh.0));
+        let bucket = ip_bucket(client, "refresh");
+        let limit = int(policy.ip_refresh_limit.into());
         let device = &next.device;
         let results = self
             .batch(vec![
+                count_request(&bucket, now, policy),
                 Statement::new(PAIRED_ACCESS, vec![old.clone()]),
                 Statement::new(
                     ADMIT_REFRESH,
@@ -265,6 +256,8 @@ impl<X: Database> Sessions for D1<X> {
                         int(now.0),
                         int(policy.refresh_reuse_grace_seconds),
                         text(&next.access.0),
+                        text(&bucket),
+                        limit.clone(),
                     ],
                 ),
                 Statement::new(CLAIM_REFRESH, vec![old.clone(), new.clone(), int(now.0)]),
@@ -288,16 +281,23 @@ impl<X: Database> Sessions for D1<X> {
                         opt_text(device.city.as_deref()),
                     ],
                 ),
-                Statement::new(REVOKE_ON_REUSE, vec![old.clone(), new.clone(), int(now.0)]),
-                Statement::new(REVOKE_ON_LOST_ACCESS, vec![old.clone(), new.clone(), int(now.0)]),
+                Statement::new(
+                    REVOKE_ON_REUSE,
+                    vec![old.clone(), new.clone(), int(now.0), text(&bucket), limit.clone()],
+                ),
+                Statement::new(REVOKE_ON_LOST_ACCESS, vec![old.clone(), new.clone(), int(now.0), text(&bucket), limit]),
                 Statement::new(USER_OF_REFRESH, vec![new]),
                 Statement::new(ACCESS_OF_REVOKED_FAMILY, vec![old, int(now.0)]),
             ])
             .await?;
-        if let Some(moved) = results.first::<MovedRow>(4)? {
-            let claimed = results.first::<SessionIdRow>(2)?.is_some();
-            let previous = results.first::<AccessRow>(0)?.map(|row| TokenDigest(row.access_digest));
-            return match user_from(results.first::<UserRow>(7)?)? {
+        if let Some(refusal) = policy.ip_refusal(&counter(&results, rotate_batch::COUNT)?, policy.ip_refresh_limit, now)
+        {
+            return Ok(Rotation::Refused(refusal));
+        }
+        if let Some(moved) = results.first::<MovedRow>(rotate_batch::MOVE)? {
+            let claimed = results.first::<SessionIdRow>(rotate_batch::CLAIM)?.is_some();
+            let previous = results.first::<AccessRow>(rotate_batch::PAIRED)?.map(|row| TokenDigest(row.access_digest));
+            return match user_from(results.first::<UserRow>(rotate_batch::USER)?)? {
                 Some(user) => Ok(Rotation::Rotated {
                     session_id: moved.id,
                     user: Box::new(user),
@@ -307,13 +307,12 @@ impl<X: Database> Sessions for D1<X> {
                 None => Err(store_error("rotated session has no user")),
             };
         }
-        if let Some(row) = results.first::<OwnedRow>(5)? {
-            return Ok(Rotation::Reused { session_id: row.id, user_id: row.user_id, access: digests(&results, 8)? });
+        let access = || digests(&results, rotate_batch::REVOKED_ACCESS);
+        if let Some(row) = results.first::<OwnedRow>(rotate_batch::REUSE)? {
+            return Ok(Rotation::Reused { session_id: row.id, user_id: row.user_id, access: access()? });
         }
-        Ok(match results.first::<OwnedRow>(6)? {
-            Some(row) => {
-                Rotation::AccessLost { session_id: row.id, user_id: row.user_id, access: digests(&results, 8)? }
-            }
+        Ok(match results.first::<OwnedRow>(rotate_batch::LOST)? {
+            Some(row) => Rotation::AccessLost { session_id: row.id, user_id: row.user_id, access: access()? },
             None => Rotation::Invalid,
         })
     }
@@ -327,10 +326,6 @@ impl<X: Database> Sessions for D1<X> {
         ])
         .await
         .map(|_| ())
-    }
-
-    async fn abandon(&self, access: &TokenDigest, now: UnixTime) -> Result<(), StoreError> {
-        self.batch(vec![Statement::new(ABANDON, vec![text(&access.0), int(now.0)])]).await.map(|_| ())
     }
 
     async fn revoke(&self, user_id: i64, scope: Scope, now: UnixTime, reason: &str) -> Result<Revocation, StoreError> {
