@@ -8,6 +8,7 @@ export const PATHS = Object.freeze({
   resend: "/auth/api/mobile/resend-otp/",
   logout: "/auth/api/mobile/logout/",
   me: "/auth/api/mobile/me/",
+  refresh: "/auth/api/mobile/refresh/",
 });
 
 const REQUEST_TIMEOUT_MS = 20_000;

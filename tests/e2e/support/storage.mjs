@@ -56,7 +56,7 @@ async function afterResponseOps(worker, route, from) {
 
 /**
  * One whole login by email, one request at a time, with the storage work of each step: generate-otp, verify-otp
- * (with the code the mock provider received), me/ and logout. Returns
+ * (with the code the mock provider received), me/, refresh and logout. Returns
  * [{ op, response: ops, after: ops, status }], `after` being the work deferred past the answer.
  */
 export async function measureLogin(worker, mock, email, { ip = "198.51.100.77" } = {}) {
@@ -81,11 +81,18 @@ export async function measureLogin(worker, mock, email, { ip = "198.51.100.77" }
     { json: { email, otp_code: message.code } },
     { deferred: true },
   );
-  const token = verified.body?.token;
-  assert.ok(token, describeResponse(verified));
+  assert.ok(verified.body?.token, describeResponse(verified));
   // me/ defers nothing: it has no waitUntil, so there is no after-response line to wait for.
-  await step("me (authenticated)", "me", "GET", PATHS.me, { token }, { deferred: false });
-  await step("logout", "logout", "POST", PATHS.logout, { token }, { deferred: true });
+  await step("me (authenticated)", "me", "GET", PATHS.me, { token: verified.body.token }, { deferred: false });
+  const refreshed = await step(
+    "refresh",
+    "refresh",
+    "POST",
+    PATHS.refresh,
+    { json: { refresh_token: verified.body.refresh_token } },
+    { deferred: true },
+  );
+  await step("logout", "logout", "POST", PATHS.logout, { token: refreshed.body.token }, { deferred: true });
   return steps;
 }
 
