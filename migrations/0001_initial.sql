@@ -1,5 +1,5 @@
 -- Users, groups, membership and profiles: the public schema administrators edit in the D1 console
--- (recipes in README.md). Times are Unix seconds (UTC); read them with datetime(col, 'unixepoch').
+-- (recipes in docs/ADMIN.md). Times are Unix seconds (UTC); read them with datetime(col, 'unixepoch').
 
 CREATE TABLE users (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

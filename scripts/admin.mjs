@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The administrators' command for users, groups and the audit trail (the Django admin of the seed, at the edge).
+// The administrators' command for users, groups and the audit trail (what the Django admin did for the earlier login service, at the edge).
 //
 //   npm run admin -- <command> [options] [--remote | --persist-to DIR] [--json]
 //

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-/// An account as the login service sees it: the seed's user, profile and group names. It is also the snapshot an
+/// An account as the login service sees it: the CRM's user, profile and group names. It is also the snapshot an
 /// access token carries in KV, so that authenticated calls need no D1 read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -19,7 +19,7 @@ pub struct User {
     pub in_employee_group: bool,
 }
 
-/// The seed's user profile.
+/// The user's profile: login phone number, branch, designation, message language.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Profile {

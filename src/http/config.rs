@@ -1,4 +1,4 @@
-//! The service's settings, read from vars and secrets (README "Configuration").
+//! The service's settings, read from vars and secrets (docs/CONFIGURATION.md).
 
 use std::rc::Rc;
 

@@ -4,7 +4,7 @@
 //! The origin verifies `X-Auth-Signature` = hex(HMAC-SHA-256(`GATEWAY_SIGNING_SECRET`, canonical)) where canonical is
 //! the lines `v1`, method, path and query (as on the request line), `X-Auth-Timestamp`, `X-Auth-User-Id`,
 //! `X-Auth-User-Email`, `X-Auth-User-Groups`, `X-Auth-Session-Id`, joined by `\n`; and rejects timestamps older
-//! than its replay window. README.md shows the Django middleware.
+//! than its replay window. docs/GATEWAY.md shows the Django middleware.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;

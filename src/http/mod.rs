@@ -351,8 +351,8 @@ fn device(req: &Incoming, client: &ClientIp) -> Device {
     }
 }
 
-/// The answer to a login or a refresh. `token` is the access token (the seed's field); the rest was added for
-/// clients that refresh.
+/// The answer to a login or a refresh. `token` is the access token (the field every app version reads); the rest
+/// was added for clients that refresh.
 fn granted(message: &str, grant: &LoginGrant) -> Answer {
     let tokens = &grant.tokens;
     Answer::json(
@@ -449,7 +449,7 @@ fn code_requested(pending: &PendingCode, config: &Config) -> Answer {
     )
 }
 
-/// The seed's user shape.
+/// The user as every answer shows it (the shape docs/API.md documents).
 fn user_json(user: &User) -> Value {
     json!({
         "id": user.id,

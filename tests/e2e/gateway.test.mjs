@@ -1,6 +1,6 @@
 // Gateway mode: with ORIGIN_URL set, requests outside /auth/ need a live access token and reach a local origin
 // (node, 127.0.0.1) with signed identity headers. The origin here verifies the signature with node's crypto, the
-// same algorithm as the Django middleware in README.md.
+// same algorithm as the Django middleware in docs/GATEWAY.md.
 
 import assert from "node:assert/strict";
 import { createHmac, timingSafeEqual } from "node:crypto";
@@ -15,7 +15,7 @@ const SECRET = "gateway-test-secret-0123456789abcdef-0123456789";
 const REPLAY_WINDOW_SECONDS = 60;
 const T = { timeout: 120_000 };
 
-/** The origin's check, written from the README's description only. */
+/** The origin's check, written from the description in docs/GATEWAY.md only. */
 function verify(req) {
   const h = (name) => req.headers[name.toLowerCase()] ?? "";
   const canonical = [
