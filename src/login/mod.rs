@@ -6,6 +6,7 @@ mod policy;
 mod ports;
 mod service;
 mod test_logins;
+mod tokens;
 
 use std::net::IpAddr;
 
@@ -23,8 +24,9 @@ pub use ports::{
     EventLog, Guess, GuessCounter, LoginEvent, NewCode, NewSession, Notifier, Opening, RefreshLogout, Revocation,
     Rotation, Scope, Session, SessionInfo, Sessions, StoreError, WindowCounter, SESSION_FORMAT,
 };
-pub use service::{AuthError, Authenticated, InternalError, Login, LoginError, LoginGrant, PendingCode, TokenPair};
+pub use service::{AuthError, InternalError, Login, LoginError, LoginGrant, PendingCode, TokenPair};
 pub use test_logins::{TestLoginRules, TestLogins};
+pub use tokens::Authenticated;
 
 /// The client's address as Cloudflare saw it (`CF-Connecting-IP`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

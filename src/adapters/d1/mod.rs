@@ -5,13 +5,15 @@
 //! reaches the database only through the [`Database`] seam: [`D1Binding`] in the Worker, an in-process SQLite in
 //! the host tests, which therefore run these very statements.
 //!
-//! One module per concern: [`challenges`] (codes, guesses, lockouts, rate windows), [`sessions`] (refresh tokens
+//! One module per concern: [`challenges`] (codes, lockouts, rate windows), [`guesses`] (one batch per guess),
+//! [`sessions`] (refresh tokens
 //! and revocation), [`audit`] (the login events), [`retention`] (the daily cleanup).
 
 mod audit;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod boundaries;
 mod challenges;
+mod guesses;
 mod retention;
 mod sessions;
 
