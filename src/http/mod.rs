@@ -23,7 +23,7 @@ use crate::adapters::meter::Meter;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
 use crate::domain::User;
 use crate::login::{
-    Authenticated, ClientIp, Clock, Device, EventKind, EventLog, Login, LoginEvent, LoginGrant, PendingCode,
+    Authenticated, ClientIp, Clock, Device, EventKind, EventLog, Login, LoginEvent, LoginGrant, PendingCode, Ports,
     SessionInfo,
 };
 use answer::Answer;
@@ -32,7 +32,19 @@ use error::ApiError;
 use incoming::Incoming;
 
 type Db = D1<D1Binding>;
-type EdgeLogin = Login<Db, Kv, Db, Delivery, WorkerClock, CryptoRandom, DeferredEvents<D1Binding>>;
+/// The Worker's ports: D1 and KV through their bindings, the providers' HTTP APIs, the runtime's clock and CSPRNG.
+struct WorkerPorts;
+
+impl Ports for WorkerPorts {
+    type Store = Db;
+    type Tokens = Kv;
+    type Notifier = Delivery;
+    type Clock = WorkerClock;
+    type Random = CryptoRandom;
+    type Events = DeferredEvents<D1Binding>;
+}
+
+type EdgeLogin = Login<WorkerPorts>;
 
 /// The API's routes, matched with or without the trailing slash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -397,9 +409,8 @@ fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) 
     let db = D1::new(D1Binding::new(binding, meter.clone()));
     let kv = Kv::new(env.kv("AUTH_KV").map_err(|e| ApiError::internal("KV binding AUTH_KV", &e))?, meter.clone());
     Ok(Login {
-        challenges: db.clone(),
+        store: db.clone(),
         access: kv,
-        sessions: db.clone(),
         notifier: Delivery {
             email: config.email_providers.clone(),
             sms: config.sms_providers.clone(),

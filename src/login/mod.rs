@@ -24,7 +24,7 @@ pub use ports::{
     EventLog, Guess, GuessCounter, LoginEvent, NewCode, NewSession, Notifier, Opening, RefreshLogout, Revocation,
     Rotation, Scope, Session, SessionInfo, Sessions, StoreError, WindowCounter, SESSION_FORMAT,
 };
-pub use service::{AuthError, InternalError, Login, LoginError, LoginGrant, PendingCode, TokenPair};
+pub use service::{AuthError, InternalError, Login, LoginError, LoginGrant, PendingCode, Ports, TokenPair};
 pub use test_logins::{TestLoginRules, TestLogins};
 pub use tokens::Authenticated;
 

@@ -10,17 +10,30 @@ use crate::domain::{
     ChallengeId, Channel, CodeHasher, Identifier, Locale, OtpCode, Random, RandomError, Token, UnixTime, User,
 };
 
-/// The login use cases over their ports: `C`hallenges (which also read the account a code request names and keep
-/// the code's digest), access `T`okens (KV), `S`essions (D1), `N`otifier, `K` clock, `R`andom and `E`vent log
-/// (with what a request leaves for after its answer).
-pub struct Login<C, T, S, N, K, R, E> {
-    pub challenges: C,
-    pub access: T,
-    pub sessions: S,
-    pub notifier: N,
-    pub clock: K,
-    pub random: R,
-    pub events: E,
+/// The outside world the login use cases need, named once per deployment (the Worker, the host tests, the edge
+/// simulation): each adapter behind its port.
+pub trait Ports {
+    /// The strongly consistent store (D1): codes and guesses, sessions and refresh tokens. Each call is one atomic
+    /// step.
+    type Store: Challenges + Sessions;
+    /// Access tokens with a snapshot of their user (KV).
+    type Tokens: AccessTokens;
+    /// The email and SMS providers.
+    type Notifier: Notifier;
+    type Clock: Clock;
+    type Random: Random;
+    /// The audit trail and what a request leaves for after its answer.
+    type Events: EventLog;
+}
+
+/// The login use cases over their ports.
+pub struct Login<P: Ports> {
+    pub store: P::Store,
+    pub access: P::Tokens,
+    pub notifier: P::Notifier,
+    pub clock: P::Clock,
+    pub random: P::Random,
+    pub events: P::Events,
     pub policy: Policy,
     pub hasher: CodeHasher,
     pub messages: MessageSettings,
@@ -133,16 +146,7 @@ const MIN_STORE_TTL: u64 = 60;
 /// known before the statement that starts it commits.
 const SESSION_ID_BITS: u32 = 48;
 
-impl<C, T, S, N, K, R, E> Login<C, T, S, N, K, R, E>
-where
-    C: Challenges,
-    T: AccessTokens,
-    S: Sessions,
-    N: Notifier,
-    K: Clock,
-    R: Random,
-    E: EventLog,
-{
+impl<P: Ports> Login<P> {
     pub(super) fn record(
         &self,
         kind: EventKind,
@@ -168,7 +172,7 @@ where
         let digest = self.hasher.digest(&identifier, &code);
         let claim_sms_slot = identifier.channel() == Channel::Sms && fixed.is_none();
         let new_code = NewCode { challenge: &challenge, digest: &digest, claim_sms_slot };
-        match self.challenges.open(&identifier, &new_code, client, now, &self.policy).await? {
+        match self.store.open(&identifier, &new_code, client, now, &self.policy).await? {
             Opening::Issued { account, sms_slot } => Ok(PendingCode {
                 identifier,
                 challenge,
@@ -241,12 +245,12 @@ where
         let (access, refresh, start) = self.new_tokens(now, device)?;
         let session_id = self.new_session_id()?;
         let guess = Guess { nonce: &nonce, digest: &digest, session_id, start: &start };
-        let attempt = match self.challenges.attempt(&identifier, &guess, client, now, &self.policy).await {
+        let attempt = match self.store.attempt(&identifier, &guess, client, now, &self.policy).await {
             Ok(attempt) => attempt,
             Err(e) => {
                 // The batch may have committed with its answer lost: the session it may have started is ended, so
                 // no session is left that nobody holds, and its code can be entered again.
-                let _ = self.challenges.release(&identifier, &nonce, &start.access, now).await;
+                let _ = self.store.release(&identifier, &nonce, &start.access, now).await;
                 return Err(e.into());
             }
         };
@@ -255,7 +259,7 @@ where
             Attempt::LoggedIn { user, session_id } => {
                 let snapshot = self.snapshot(session_id, &user, &start, now);
                 if let Err(e) = self.access.put(&start.access, &snapshot, self.access_ttl()).await {
-                    let _ = self.challenges.release(&identifier, &nonce, &start.access, now).await;
+                    let _ = self.store.release(&identifier, &nonce, &start.access, now).await;
                     return Err(e.into());
                 }
                 // Written after the step that made it live: checked again after the answer (see `settle`).

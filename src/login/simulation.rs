@@ -277,7 +277,19 @@ impl Notifier for SimOutbox {
     }
 }
 
-type EdgeLogin = Login<D1<SimD1>, SimKv, D1<SimD1>, SimOutbox, FakeClock, SeededRandom, DeferredEvents<SimD1>>;
+/// The simulated edge's ports.
+struct EdgePorts;
+
+impl Ports for EdgePorts {
+    type Store = D1<SimD1>;
+    type Tokens = SimKv;
+    type Notifier = SimOutbox;
+    type Clock = FakeClock;
+    type Random = SeededRandom;
+    type Events = DeferredEvents<SimD1>;
+}
+
+type EdgeLogin = Login<EdgePorts>;
 
 /// Employees 1 (by email on one device, by phone on another) and 4; 2 is in no employee group.
 const USERS: &str = "
@@ -359,9 +371,8 @@ impl Sim {
             .map(|location| {
                 let store = D1::new(SimD1(edge.clone()));
                 Rc::new(Login {
-                    challenges: store.clone(),
+                    store: store.clone(),
                     access: SimKv { edge: edge.clone(), location },
-                    sessions: store.clone(),
                     notifier: SimOutbox(edge.clone()),
                     clock: edge.clock.clone(),
                     random: random.clone(),

@@ -37,7 +37,19 @@ impl Database for TestDb {
 
 type Store = D1<TestDb>;
 type Journal = Recorder<DeferredEvents<TestDb>>;
-type TestLogin = Login<Store, MemoryKv, Store, Outbox, FakeClock, SeededRandom, Journal>;
+/// The host's ports: the real SQL on SQLite, KV as a map, an outbox, a clock the test moves, seeded randomness.
+struct TestPorts;
+
+impl Ports for TestPorts {
+    type Store = Store;
+    type Tokens = MemoryKv;
+    type Notifier = Outbox;
+    type Clock = FakeClock;
+    type Random = SeededRandom;
+    type Events = Journal;
+}
+
+type TestLogin = Login<TestPorts>;
 
 struct World {
     login: TestLogin,
@@ -74,9 +86,8 @@ fn world() -> World {
     let outbox = Outbox::default();
     let events = Recorder::new(DeferredEvents::new(store.clone(), RequestOrigin::default()));
     let login = Login {
-        challenges: store.clone(),
+        store: store.clone(),
         access: kv.clone(),
-        sessions: store,
         notifier: outbox.clone(),
         clock: clock.clone(),
         random: SeededRandom::new(42),

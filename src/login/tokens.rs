@@ -6,12 +6,12 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use super::ports::{
-    AccessTokens, Challenges, Clock, Device, EventKind, EventLog, NewSession, Notifier, RefreshLogout, Revocation,
-    Rotation, Scope, Session, SessionInfo, Sessions, StoreError,
+    AccessTokens, Clock, Device, EventKind, EventLog, NewSession, RefreshLogout, Revocation, Rotation, Scope, Session,
+    SessionInfo, Sessions, StoreError,
 };
-use super::service::{AuthError, Login, LoginGrant};
+use super::service::{AuthError, Login, LoginGrant, Ports};
 use super::ClientIp;
-use crate::domain::{Random, Token, TokenDigest, TokenError, UnixTime};
+use crate::domain::{Token, TokenDigest, TokenError, UnixTime};
 
 /// A request carrying a live token.
 #[derive(Debug, Clone)]
@@ -49,16 +49,7 @@ async fn delete_all<'a, T: AccessTokens>(
     failed
 }
 
-impl<C, T, S, N, K, R, E> Login<C, T, S, N, K, R, E>
-where
-    C: Challenges,
-    T: AccessTokens,
-    S: Sessions,
-    N: Notifier,
-    K: Clock,
-    R: Random,
-    E: EventLog,
-{
+impl<P: Ports> Login<P> {
     /// Deletes access tokens from KV, all at once; every deletion is attempted (and a failed one once more) before
     /// a failure is reported.
     pub(super) async fn forget(&self, tokens: &[TokenDigest]) -> Result<(), StoreError> {
@@ -82,11 +73,11 @@ where
         let now = self.clock.now();
         let digest = presented.digest();
         let (access, refresh, next) = self.new_tokens(now, device)?;
-        let rotation = match self.sessions.rotate(&digest, &next, client, now, &self.policy).await {
+        let rotation = match self.store.rotate(&digest, &next, client, now, &self.policy).await {
             Ok(rotation) => rotation,
             Err(e) => {
                 // It may have committed with its answer lost: undone, so presenting the token again is no reuse.
-                let _ = self.sessions.unrotate(&digest, &next).await;
+                let _ = self.store.unrotate(&digest, &next).await;
                 return Err(e.into());
             }
         };
@@ -94,7 +85,7 @@ where
             Rotation::Rotated { session_id, user, previous_access, expires_at } => {
                 let snapshot = self.snapshot(session_id, &user, &next, now);
                 if let Err(e) = self.access.put(&next.access, &snapshot, self.access_ttl()).await {
-                    let _ = self.sessions.unrotate(&digest, &next).await;
+                    let _ = self.store.unrotate(&digest, &next).await;
                     return Err(e.into());
                 }
                 // Written after the step that made it live: checked again after the answer (see `settle`).
@@ -152,7 +143,7 @@ where
         detail: Option<String>,
     ) -> Result<Vec<i64>, AuthError> {
         let user_id = auth.session.user.id;
-        let Revocation { ended, access } = self.sessions.revoke(user_id, scope, self.clock.now(), "logout").await?;
+        let Revocation { ended, access } = self.store.revoke(user_id, scope, self.clock.now(), "logout").await?;
         if !ended.is_empty() {
             self.record(EventKind::Logout, Some(user_id), None, detail);
         }
@@ -172,7 +163,7 @@ where
     /// can still log out. Presenting it again answers the same and deletes again whatever may have been left in KV.
     pub async fn logout_by_refresh(&self, presented: &Token, client: &ClientIp) -> Result<(), AuthError> {
         let now = self.clock.now();
-        match self.sessions.end_by_refresh(&presented.digest(), client, now, &self.policy).await? {
+        match self.store.end_by_refresh(&presented.digest(), client, now, &self.policy).await? {
             RefreshLogout::Ended { session_id, user_id, ended, access } => {
                 if ended {
                     self.record(EventKind::Logout, Some(user_id), None, Some(format!("session {session_id}")));
@@ -201,6 +192,6 @@ where
 
     /// The user's live sessions (devices).
     pub async fn list_sessions(&self, auth: &Authenticated) -> Result<Vec<SessionInfo>, AuthError> {
-        Ok(self.sessions.list(auth.session.user.id, self.clock.now()).await?)
+        Ok(self.store.list(auth.session.user.id, self.clock.now()).await?)
     }
 }
