@@ -20,9 +20,9 @@ mod tests;
 pub use message::{Language, Message, MessageSettings};
 pub use policy::{Policy, Refusal, NIST_MAX_CONSECUTIVE_FAILURES};
 pub use ports::{
-    AccessTokens, Attempt, ChallengeState, Challenges, Clock, DeliveryError, DeliveryReport, Device, EventKind,
-    EventLog, Guess, GuessCounter, LoginEvent, NewCode, NewSession, Notifier, Opening, RefreshLogout, Revocation,
-    Rotation, Scope, Session, SessionInfo, Sessions, StoreError, WindowCounter, SESSION_FORMAT,
+    AccessTokens, Attempt, Challenges, Clock, DeliveryError, DeliveryReport, Device, EventKind, EventLog, Guess,
+    LoginEvent, NewCode, NewSession, Notifier, Opening, RefreshLogout, Revocation, Rotation, Scope, Session,
+    SessionInfo, Sessions, StoreError, SESSION_FORMAT,
 };
 pub use service::{AuthError, InternalError, Login, LoginError, LoginGrant, PendingCode, Ports, TokenPair};
 pub use test_logins::{TestLoginRules, TestLogins};

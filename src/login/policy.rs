@@ -1,8 +1,5 @@
-use super::ports::{ChallengeState, GuessCounter, WindowCounter};
-use crate::domain::UnixTime;
-
-/// The login limits, all configurable. The D1 adapter's SQL enforces them atomically; these functions explain a
-/// refusal from the state read in the deciding batch (which limit, how long to wait).
+/// The login limits, all configurable. The D1 adapter's rules (`adapters/d1/rules.rs`) enforce them atomically and
+/// say which one refused a request, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// How long a code is valid.
@@ -43,7 +40,7 @@ pub struct Policy {
     pub sms_daily_cap: u32,
 }
 
-/// Length of the per-identifier send-cap window.
+/// An hour, in seconds.
 pub const HOUR: i64 = 3600;
 
 /// The longest lockout, and what `Retry-After` says of an account held for an administrator.
@@ -114,48 +111,12 @@ impl Refusal {
 }
 
 impl Policy {
-    /// Whether a counter that has just been incremented is over `limit`.
-    pub fn ip_refusal(&self, counter: &WindowCounter, limit: u32, now: UnixTime) -> Option<Refusal> {
-        (counter.hits > limit).then(|| Refusal::TooManyRequests {
-            retry_after: now.seconds_until(counter.window_started_at.plus(self.ip_window_seconds)),
-        })
-    }
-
-    /// The lockout in force for a subject, if any.
-    pub fn lock_refusal(&self, counter: &GuessCounter, now: UnixTime) -> Option<Refusal> {
-        if counter.held {
-            return Some(Refusal::Held);
-        }
-        (counter.locked_until > now).then(|| Refusal::Locked { retry_after: now.seconds_until(counter.locked_until) })
-    }
-
-    /// Guesses left before the code dies, the subject is locked, or it is held, whichever comes first.
-    pub fn attempts_remaining(&self, counter: &GuessCounter, code_failures: u32) -> u32 {
+    /// Guesses left before the code dies, the subject is locked, or it is held, whichever comes first, given the
+    /// subject's consecutive `failures` and the code's own.
+    pub fn attempts_remaining(&self, failures: u32, code_failures: u32) -> u32 {
         let per_code = self.max_failed_attempts.saturating_sub(code_failures);
-        let before_lockout = self.max_failed_attempts - counter.failures % self.max_failed_attempts.max(1);
-        let before_hold = self.max_consecutive_failures.saturating_sub(counter.failures);
+        let before_lockout = self.max_failed_attempts - failures % self.max_failed_attempts.max(1);
+        let before_hold = self.max_consecutive_failures.saturating_sub(failures);
         per_code.min(before_lockout).min(before_hold)
-    }
-
-    /// Why a new code may not be issued now, checked in this order: lockout, cooldown, hourly cap.
-    pub fn send_refusal(
-        &self,
-        counter: &GuessCounter,
-        challenge: Option<&ChallengeState>,
-        now: UnixTime,
-    ) -> Option<Refusal> {
-        if let Some(locked) = self.lock_refusal(counter, now) {
-            return Some(locked);
-        }
-        let state = challenge?;
-        let cooldown_ends = state.issued_at.plus(self.resend_cooldown_seconds);
-        if cooldown_ends > now {
-            return Some(Refusal::Cooldown { retry_after: now.seconds_until(cooldown_ends) });
-        }
-        let window_ends = state.window_started_at.plus(HOUR);
-        if window_ends > now && state.sends_in_window >= self.max_sends_per_hour {
-            return Some(Refusal::HourlyCap { retry_after: now.seconds_until(window_ends) });
-        }
-        None
     }
 }

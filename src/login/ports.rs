@@ -24,38 +24,6 @@ pub trait Clock {
     fn now(&self) -> UnixTime;
 }
 
-/// A fixed-window request counter after the current request was counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowCounter {
-    pub hits: u32,
-    pub window_started_at: UnixTime,
-}
-
-/// The exact, strongly consistent state of an identifier's current code and of its sending window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChallengeState {
-    pub challenge_id: ChallengeId,
-    pub issued_at: UnixTime,
-    pub expires_at: UnixTime,
-    pub consumed_at: Option<UnixTime>,
-    /// Guesses made against this code (a new code starts at 0; the account's count is in [`GuessCounter`]).
-    pub failed_attempts: u32,
-    pub window_started_at: UnixTime,
-    pub sends_in_window: u32,
-}
-
-/// The failure count of a subject: an account (shared by all its identifiers and codes), or an identifier that
-/// belongs to no account. Only a successful login or an administrator's unlock resets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuessCounter {
-    /// Consecutive wrong guesses.
-    pub failures: u32,
-    /// The end of the lockout in force, or a past time.
-    pub locked_until: UnixTime,
-    /// Locked until an administrator unlocks it.
-    pub held: bool,
-}
-
 /// The answer to a request for a new code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opening {
@@ -107,10 +75,11 @@ pub enum Attempt {
         account: Option<Box<User>>,
     },
     /// The guess was evaluated and wrong: it counts against the code (`code_failures` with it) and the subject
-    /// (`counter`, possibly locked by it).
+    /// (`failures` consecutive ones with it), and `lock` is the lockout it started, if it completed a run.
     Wrong {
         code_failures: u32,
-        counter: GuessCounter,
+        failures: u32,
+        lock: Option<Refusal>,
     },
     /// There is no live, unused code with guesses left for this identifier.
     NoActiveCode {

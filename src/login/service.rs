@@ -277,15 +277,15 @@ impl<P: Ports> Login<P> {
                 self.record(EventKind::CodeFailed, user_id, Some(&identifier), Some(reason.to_owned()));
                 Err(fresh)
             }
-            Attempt::Wrong { code_failures, counter } => {
+            Attempt::Wrong { code_failures, failures, lock } => {
                 self.record(EventKind::CodeFailed, None, Some(&identifier), None);
                 // The subject's count already includes this guess, and may have locked it.
-                if let Some(refusal) = self.policy.lock_refusal(&counter, now) {
-                    let detail = format!("{} consecutive failures; {}", counter.failures, refusal.describe("login"));
+                if let Some(refusal) = lock {
+                    let detail = format!("{failures} consecutive failures; {}", refusal.describe("login"));
                     self.record(EventKind::LockedOut, None, Some(&identifier), Some(detail));
                     return Err(LoginError::Refused(refusal));
                 }
-                let attempts_remaining = self.policy.attempts_remaining(&counter, code_failures);
+                let attempts_remaining = self.policy.attempts_remaining(failures, code_failures);
                 Err(LoginError::InvalidCode { attempts_remaining })
             }
             Attempt::NoActiveCode { attempts_remaining } => Err(LoginError::InvalidCode { attempts_remaining }),

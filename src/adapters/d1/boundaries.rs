@@ -103,8 +103,8 @@ fn each_lockout_ends_at_its_last_second_and_the_next_one_is_twice_as_long() {
         for _ in 0..2 {
             assert!(matches!(guess(&db, &who, now, &policy), Attempt::Wrong { .. }));
         }
-        let Attempt::Wrong { counter, .. } = guess(&db, &who, now, &policy) else { panic!("third guess") };
-        assert_eq!(counter.locked_until, UnixTime(now + length), "lockout {k} lasts {length} s");
+        let Attempt::Wrong { lock, .. } = guess(&db, &who, now, &policy) else { panic!("third guess") };
+        assert_eq!(lock, Some(Refusal::Locked { retry_after: length as u64 }), "lockout {k} lasts {length} s");
         assert_eq!(
             open(&db, &who, "192.0.2.1", now + length - 1, &policy),
             Opening::Refused(Refusal::Locked { retry_after: 1 }),
@@ -126,13 +126,13 @@ fn a_lockout_never_exceeds_a_day() {
         assert!(matches!(open(&db, &who, "192.0.2.1", now, &policy), Opening::Issued { .. }));
         let mut last = None;
         for _ in 0..3 {
-            if let Attempt::Wrong { counter, .. } = guess(&db, &who, now, &policy) {
-                last = Some(counter.locked_until);
+            if let Attempt::Wrong { lock: Some(Refusal::Locked { retry_after }), .. } = guess(&db, &who, now, &policy) {
+                last = Some(retry_after as i64);
             }
         }
-        let until = last.unwrap();
-        lengths.push(until.0 - now);
-        now = until.0;
+        let length = last.unwrap();
+        lengths.push(length);
+        now += length;
     }
     assert_eq!(lengths, [6 * 3600, 12 * 3600, 24 * 3600, 24 * 3600]);
 }

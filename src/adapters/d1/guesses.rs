@@ -4,14 +4,13 @@
 
 use serde::Deserialize;
 
-use super::challenges::{
-    count_request, counter, ip_bucket, state, subject, subject_locked, IdRow, SessionIdRow, StateRow,
-};
+use super::challenges::{count_request, ip_bucket, IdRow, SessionIdRow};
+use super::rules::{client_within, guess_refusal, held, lock_returning, locked, subject, subject_locked, Verdict};
 use super::sessions::{start_session, ABANDON, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
 use super::{user_by_identifier, user_from, UserRow, D1};
 use crate::adapters::sql::{int, opt_text, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime};
-use crate::login::{Attempt, ClientIp, Guess, GuessCounter, Policy, StoreError};
+use crate::login::{Attempt, ClientIp, Guess, Policy, StoreError};
 
 /// Reserves one guess on the live, unused code, if the code has guesses left, the client is under its limit and the
 /// subject is not locked; the reservation is marked with this request's ?7 nonce. ?1 key, ?2 value, ?3 now,
@@ -19,7 +18,9 @@ use crate::login::{Attempt, ClientIp, Guess, GuessCounter, Policy, StoreError};
 const RESERVE_GUESS: &str = concat!(
     "UPDATE otp_challenges SET failed_attempts = failed_attempts + 1, reserved_by = ?7 ",
     "WHERE identifier = ?1 AND consumed_at IS NULL AND expires_at > ?3 AND failed_attempts < ?4 ",
-    "AND (SELECT hits FROM rate_limits WHERE bucket = ?5) <= ?6 AND NOT ",
+    "AND ",
+    client_within!("?5", "?6"),
+    " AND NOT ",
     subject_locked!(),
     " RETURNING challenge_id, failed_attempts"
 );
@@ -42,7 +43,8 @@ const COUNT_FAILURE: &str = concat!(
     "WHERE subject = ",
     subject!(),
     " AND EXISTS (SELECT 1 FROM otp_challenges WHERE identifier = ?1 AND reserved_by = ?4) ",
-    "RETURNING failures, locked_until, held"
+    "RETURNING failures, ",
+    lock_returning!()
 );
 
 /// Consumes the code if the guess this batch reserved (?2 nonce) is right (?4 its digest), once: ?1 key, ?3 now.
@@ -74,19 +76,18 @@ struct ReservedRow {
 #[derive(Deserialize)]
 struct FailureRow {
     failures: u32,
-    locked_until: i64,
-    held: i64,
+    #[serde(flatten)]
+    lock: Verdict,
 }
 
 /// The positions of a guess's statements in its batch (2 creates the counter row, 4 and 5 record the session's
 /// tokens, 7 clears the failures).
 mod guess_batch {
-    pub const COUNT: usize = 0;
     pub const RESERVE: usize = 1;
     pub const SESSION: usize = 3;
     pub const FAILURE: usize = 6;
     pub const REDEEM: usize = 8;
-    pub const STATE: usize = 9;
+    pub const REFUSAL: usize = 9;
     pub const USER: usize = 10;
 }
 
@@ -166,7 +167,7 @@ impl<X: Database> D1<X> {
                 count,
                 clear,
                 redeem,
-                state(identifier),
+                guess_refusal(identifier, &bucket, now, policy),
                 user_by_identifier(identifier),
             ])
             .await?;
@@ -184,23 +185,16 @@ impl<X: Database> D1<X> {
                 results.first(guess_batch::FAILURE)?.ok_or_else(|| store_error("a wrong guess was not counted"))?;
             return Ok(Attempt::Wrong {
                 code_failures: reserved.failed_attempts,
-                counter: GuessCounter {
-                    failures: counted.failures,
-                    locked_until: UnixTime(counted.locked_until),
-                    held: counted.held != 0,
-                },
+                failures: counted.failures,
+                lock: counted.lock.refusal()?,
             });
         }
-        if let Some(refusal) = policy.ip_refusal(&counter(&results, guess_batch::COUNT)?, policy.ip_verify_limit, now) {
-            return Ok(Attempt::Refused(refusal));
-        }
-        let state: StateRow = results.first(guess_batch::STATE)?.ok_or_else(|| store_error("state returned no row"))?;
-        let counter = state.counter();
-        if let Some(refusal) = policy.lock_refusal(&counter, now) {
+        let verdict: Verdict = results.first(guess_batch::REFUSAL)?.ok_or_else(|| store_error("no verdict"))?;
+        if let Some(refusal) = verdict.refusal()? {
             return Ok(Attempt::Refused(refusal));
         }
         // No live code: the next one starts with all its guesses, so only the subject's count limits them.
-        Ok(Attempt::NoActiveCode { attempts_remaining: policy.attempts_remaining(&counter, 0) })
+        Ok(Attempt::NoActiveCode { attempts_remaining: policy.attempts_remaining(verdict.failures, 0) })
     }
 
     pub(super) async fn release_guess(

@@ -15,6 +15,7 @@ mod boundaries;
 mod challenges;
 mod guesses;
 mod retention;
+mod rules;
 mod sessions;
 
 use std::rc::Rc;

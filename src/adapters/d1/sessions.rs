@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-use super::challenges::{count_request, counter, ip_bucket};
+use super::challenges::{count_request, ip_bucket};
+use super::rules::{client_within, refresh_refusal, Verdict};
 use super::{user_from, user_query, UserRow, D1};
 use crate::adapters::sql::{int, opt_int, opt_text, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{Identifier, TokenDigest, UnixTime};
@@ -78,8 +79,9 @@ const ADMIT_REFRESH: &str = concat!(
     "INSERT INTO refresh_tokens (digest, session_id, issued_at, access_digest) ",
     "SELECT ?2, r.session_id, ?3, ?5 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id ",
     "JOIN users u ON u.id = s.user_id ",
-    "WHERE (SELECT hits FROM rate_limits WHERE bucket = ?6) <= ?7 ",
-    "AND r.digest = ?1 AND (r.replaced_by IS NULL OR r.replaced_at > ?3 - ?4) ",
+    "WHERE ",
+    client_within!("?6", "?7"),
+    " AND r.digest = ?1 AND (r.replaced_by IS NULL OR r.replaced_at > ?3 - ?4) ",
     "AND s.revoked_at IS NULL AND s.expires_at > ?3 AND ",
     may_log_in!()
 );
@@ -108,12 +110,14 @@ RETURNING id, user_id, expires_at";
 /// Reuse detection: ?1 was rotated out and ?2 was not admitted (so the rotation was longer ago than the grace
 /// period, or the account lost access), so whoever holds ?1 is replaying it; the live session ends at ?3. Only
 /// within the client's limit (?4 its counter, ?5 the limit).
-const REVOKE_ON_REUSE: &str = "\
-UPDATE sessions SET revoked_at = ?3, revoked_reason = 'refresh token reused'
-WHERE revoked_at IS NULL AND expires_at > ?3 AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2)
-  AND (SELECT hits FROM rate_limits WHERE bucket = ?4) <= ?5
-  AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL)
-RETURNING id, user_id";
+const REVOKE_ON_REUSE: &str = concat!(
+    "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'refresh token reused' ",
+    "WHERE revoked_at IS NULL AND expires_at > ?3 AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2) ",
+    "AND ",
+    client_within!("?4", "?5"),
+    " AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NOT NULL) ",
+    "RETURNING id, user_id"
+);
 
 /// The account lost access: ?1 is its session's current token, the session is live at ?3, ?2 was not admitted, the
 /// client is within its limit (?4 its counter, ?5 the limit) and the user is inactive or in no employee group; the
@@ -121,7 +125,9 @@ RETURNING id, user_id";
 const REVOKE_ON_LOST_ACCESS: &str = concat!(
     "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'account may no longer log in' ",
     "WHERE revoked_at IS NULL AND expires_at > ?3 AND NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE digest = ?2) ",
-    "AND (SELECT hits FROM rate_limits WHERE bucket = ?4) <= ?5 ",
+    "AND ",
+    client_within!("?4", "?5"),
+    " ",
     "AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1 AND replaced_by IS NULL) ",
     "AND user_id NOT IN (SELECT u.id FROM users u WHERE ",
     may_log_in!(),
@@ -162,11 +168,11 @@ WHERE s.user_id = ?1 AND s.revoked_at IS NOT NULL AND a.expires_at > ?2 AND (?3 
 
 /// Logout by refresh token: ends the session ?1 (current or rotated out) belongs to, at ?2, unless the client's
 /// counter ?3 is over ?4.
-const REVOKE_BY_REFRESH: &str = "\
-UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout'
-WHERE revoked_at IS NULL AND (SELECT hits FROM rate_limits WHERE bucket = ?3) <= ?4
-  AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1)
-RETURNING id";
+const REVOKE_BY_REFRESH: &str = concat!(
+    "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout' WHERE revoked_at IS NULL AND ",
+    client_within!("?3", "?4"),
+    " AND id = (SELECT session_id FROM refresh_tokens WHERE digest = ?1) RETURNING id"
+);
 
 /// The session refresh token ?1 belongs to, whatever its state.
 const SESSION_OF_TOKEN: &str = "\
@@ -215,9 +221,8 @@ struct SessionInfoRow {
     city: Option<String>,
 }
 
-/// The positions of a refresh's statements in its batch (3 lists the new access token).
+/// The positions of a refresh's statements in its batch (0 counts the client, 3 lists the new access token).
 mod rotate_batch {
-    pub const COUNT: usize = 0;
     pub const PAIRED: usize = 1;
     pub const CLAIM: usize = 3;
     pub const MOVE: usize = 5;
@@ -225,6 +230,7 @@ mod rotate_batch {
     pub const LOST: usize = 7;
     pub const USER: usize = 8;
     pub const REVOKED_ACCESS: usize = 9;
+    pub const REFUSAL: usize = 10;
 }
 
 fn digests<R: BatchResults>(results: &R, index: usize) -> Result<Vec<TokenDigest>, StoreError> {
@@ -288,10 +294,11 @@ impl<X: Database> Sessions for D1<X> {
                 Statement::new(REVOKE_ON_LOST_ACCESS, vec![old.clone(), new.clone(), int(now.0), text(&bucket), limit]),
                 Statement::new(USER_OF_REFRESH, vec![new]),
                 Statement::new(ACCESS_OF_REVOKED_FAMILY, vec![old, int(now.0)]),
+                refresh_refusal(&bucket, now, policy),
             ])
             .await?;
-        if let Some(refusal) = policy.ip_refusal(&counter(&results, rotate_batch::COUNT)?, policy.ip_refresh_limit, now)
-        {
+        let verdict: Verdict = results.first(rotate_batch::REFUSAL)?.ok_or_else(|| store_error("no verdict"))?;
+        if let Some(refusal) = verdict.refusal()? {
             return Ok(Rotation::Refused(refusal));
         }
         if let Some(moved) = results.first::<MovedRow>(rotate_batch::MOVE)? {
@@ -361,9 +368,11 @@ impl<X: Database> Sessions for D1<X> {
                 ),
                 Statement::new(SESSION_OF_TOKEN, vec![token.clone()]),
                 Statement::new(ACCESS_OF_REVOKED_FAMILY, vec![token, int(now.0)]),
+                refresh_refusal(&bucket, now, policy),
             ])
             .await?;
-        if let Some(refusal) = policy.ip_refusal(&counter(&results, 0)?, policy.ip_refresh_limit, now) {
+        let verdict: Verdict = results.first(4)?.ok_or_else(|| store_error("no verdict"))?;
+        if let Some(refusal) = verdict.refusal()? {
             return Ok(RefreshLogout::Refused(refusal));
         }
         let ended = results.first::<SessionIdRow>(1)?.is_some();
