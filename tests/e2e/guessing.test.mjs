@@ -109,18 +109,22 @@ describe("guessing capped per account, clients counted per network", { timeout: 
   });
 
   test("the Rate Limiting binding turns a flood away before it reaches D1", T, async () => {
+    // The binding counts in fixed 60 s windows: a flood that straddles a window's end is refused only once the
+    // next window's 300 are spent, so the flood goes on until 20 are refused (at most two windows' worth).
     const statuses = new Map();
     let refusedStorage;
-    for (let i = 0; i < 320; i++) {
+    let admittedBeforeRefusal;
+    for (let i = 0; i < 640 && (statuses.get(429) ?? 0) < 20; i++) {
       const res = await api.post(REFRESH, { refresh_token: "a".repeat(64) }, { ip: `2001:db8:f100:d::${(i + 1).toString(16)}` });
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status === 429) {
         assertError(res, 429, "rate_limited");
         assert.equal(res.headers.get("retry-after"), "60");
         refusedStorage = res.headers.get("x-storage-ops");
+        admittedBeforeRefusal ??= statuses.get(401) ?? 0;
       }
     }
-    assert.ok(statuses.get(401) >= 290, `most of the first 300 reach the service: ${[...statuses]}`);
+    assert.ok(admittedBeforeRefusal >= 290, `at least the first 300 reach the service: ${[...statuses]}`);
     assert.ok(statuses.get(429) >= 15, `the rest are refused: ${[...statuses]}`);
     assert.match(refusedStorage ?? "", /d1_round_trips=0\b/, "a refused request makes no D1 round trip");
     await eventually(async () => {
