@@ -152,14 +152,20 @@ enum Reply {
 
 #[event(fetch)]
 async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let started = worker::Date::now().as_millis();
     let req = Incoming::new(raw);
     let origin = req.header("Origin");
     let preflight = req.method() == "OPTIONS";
+    let mut error = None;
+    // The route's name for the log line, as far as `handle` got.
+    let mut route = "other";
     let reply = match Config::load(&env) {
         Ok(config) => {
             let meter = Meter::new(config.storage_metrics);
-            let mut reply =
-                handle(&req, &env, &ctx, &config, &meter).await.unwrap_or_else(|error| Reply::Own(error.response()));
+            let mut reply = handle(&req, &env, &ctx, &config, &meter, &mut route).await.unwrap_or_else(|e| {
+                error = Some(e.code());
+                Reply::Own(e.response())
+            });
             let mut extra = config.cors.headers(origin.as_deref(), preflight);
             // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is
             // exactly the storage work on the response path; `after_response` reports the rest.
@@ -179,21 +185,51 @@ async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
             }
             reply
         }
-        Err(e) => Reply::Own(ApiError::internal("configuration", &e).response()),
+        Err(e) => {
+            error = Some(ApiError::Internal.code());
+            Reply::Own(ApiError::internal("configuration", &e).response())
+        }
     };
+    let status = match &reply {
+        Reply::Own(answer) => answer.status(),
+        Reply::Forwarded(response) => response.status_code(),
+    };
+    log_outcome(route, status, error, started);
     match reply {
         Reply::Own(answer) => Ok(answer.into_web()?),
         Reply::Forwarded(response) => Ok(response.into()),
     }
 }
 
+/// The one line per request that Workers Logs keeps, as JSON: `{"route":"verify-otp","status":400,
+/// "error":"otp_invalid","ms":12}`. Only the route's name, never its path (a session id) nor anything from the
+/// request: no code, token or identifier. `ms` is wall time to the answer (the Workers clock advances across I/O).
+fn log_outcome(route: &str, status: u16, error: Option<&str>, started: u64) {
+    let ms = worker::Date::now().as_millis().saturating_sub(started);
+    let (quote, code) = match error {
+        Some(code) => ("\"", code),
+        None => ("", "null"),
+    };
+    worker::console_log!(r#"{{"route":"{route}","status":{status},"error":{quote}{code}{quote},"ms":{ms}}}"#);
+}
+
 /// The storage work a request did before its answer (only with `STORAGE_METRICS`, never in production).
 const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
-async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter: &Meter) -> Result<Reply, ApiError> {
+/// Answers one request; `logged` is set to the route's name for the log line: `scim`, `not-found` for an unknown path
+/// under /auth/, and left as it is outside /auth/.
+async fn handle(
+    req: &Incoming,
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    meter: &Meter,
+    logged: &mut &'static str,
+) -> Result<Reply, ApiError> {
     let path = req.path();
     #[cfg(feature = "scim")]
     if let (true, Some(settings)) = (scim::is_scim_path(path), &config.scim) {
+        *logged = "scim";
         // Boxed: the SCIM state machine stays out of every login request's future.
         let scim: std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + '_>> =
             Box::pin(scim::handle(req, env, settings, &config.phone_calling_codes, meter));
@@ -207,7 +243,9 @@ async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter
         let forwarded = gateway.forward(&req.to_worker_request(), &auth.session, login.clock.now()).await?;
         return Ok(Reply::Forwarded(forwarded));
     }
+    *logged = "not-found";
     let route = Route::from_path(path).ok_or(ApiError::NotFound)?;
+    *logged = route.name();
     let method = req.method();
     if method == "OPTIONS" {
         let mut answer = Answer::empty(204);
