@@ -2,6 +2,7 @@
 
 mod answer;
 mod body;
+mod client;
 mod config;
 mod cors;
 mod error;
@@ -10,6 +11,8 @@ mod gateway;
 mod incoming;
 #[cfg(test)]
 mod properties;
+mod render;
+mod route;
 #[cfg(feature = "scim")]
 mod scim;
 
@@ -21,101 +24,17 @@ use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
 use crate::adapters::meter::Meter;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
-use crate::domain::User;
-use crate::login::{
-    Authenticated, ClientIp, Clock, Device, EventKind, EventLog, Login, LoginEvent, LoginGrant, PendingCode,
-    SessionInfo,
-};
+use crate::login::{Authenticated, ClientIp, Clock, EventKind, EventLog, Login, LoginEvent};
 use answer::Answer;
+use client::{device, request_origin};
 use config::Config;
 use error::ApiError;
 use incoming::Incoming;
+use render::{code_requested, granted, session_json, user_json};
+use route::{is_auth_path, Route};
 
 type Db = D1<D1Binding>;
 type EdgeLogin = Login<Db, Kv, Db, Delivery, WorkerClock, CryptoRandom, DeferredEvents<D1Binding>>;
-
-/// The API's routes, matched with or without the trailing slash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    GenerateOtp,
-    ResendOtp,
-    VerifyOtp,
-    Refresh,
-    Logout,
-    LogoutAll,
-    Me,
-    Sessions,
-    /// `sessions/<id>/`: one of the user's sessions, to end with DELETE.
-    Session(i64),
-}
-
-impl Route {
-    fn from_path(path: &str) -> Option<Route> {
-        let path = path.strip_suffix('/').unwrap_or(path);
-        match path.strip_prefix("/auth/api/mobile/")? {
-            "generate-otp" => Some(Route::GenerateOtp),
-            "resend-otp" => Some(Route::ResendOtp),
-            "verify-otp" => Some(Route::VerifyOtp),
-            "refresh" => Some(Route::Refresh),
-            "logout" => Some(Route::Logout),
-            "logout-all" => Some(Route::LogoutAll),
-            "me" => Some(Route::Me),
-            "sessions" => Some(Route::Sessions),
-            other => {
-                let id = other.strip_prefix("sessions/")?;
-                let digits = !id.is_empty() && id.len() <= 15 && id.bytes().all(|b| b.is_ascii_digit());
-                digits.then(|| id.parse().ok().map(Route::Session)).flatten()
-            }
-        }
-    }
-
-    /// The path segment, as named in logs.
-    fn name(self) -> &'static str {
-        match self {
-            Route::GenerateOtp => "generate-otp",
-            Route::ResendOtp => "resend-otp",
-            Route::VerifyOtp => "verify-otp",
-            Route::Refresh => "refresh",
-            Route::Logout => "logout",
-            Route::LogoutAll => "logout-all",
-            Route::Me => "me",
-            Route::Sessions => "sessions",
-            Route::Session(_) => "session",
-        }
-    }
-
-    fn method(self) -> &'static str {
-        match self {
-            Route::Me | Route::Sessions => "GET",
-            Route::Session(_) => "DELETE",
-            _ => "POST",
-        }
-    }
-
-    /// Whether the route accepts a code or a refresh token from a client that holds no session: the routes an
-    /// attacker can call at will, counted per client network before they reach D1.
-    fn takes_a_secret_without_a_session(self) -> bool {
-        matches!(self, Route::GenerateOtp | Route::ResendOtp | Route::VerifyOtp | Route::Refresh)
-    }
-
-    /// Whether the route writes audit events (after the answer). me/ and sessions/ only read.
-    fn records_events(self) -> bool {
-        !matches!(self, Route::Me | Route::Sessions)
-    }
-
-    fn allow(self) -> &'static str {
-        match self {
-            Route::Me | Route::Sessions => "GET, OPTIONS",
-            Route::Session(_) => "DELETE, OPTIONS",
-            _ => "POST, OPTIONS",
-        }
-    }
-}
-
-/// Whether a path belongs to this login service (the rest goes to the origin in gateway mode).
-fn is_auth_path(path: &str) -> bool {
-    path == "/auth" || path.starts_with("/auth/")
-}
 
 #[event(start)]
 fn start() {
@@ -379,57 +298,6 @@ fn after_later(ctx: &Context, login: EdgeLogin, meter: Meter, route: Route) {
     ctx.wait_until(async move { after_response(&login, &meter, route).await });
 }
 
-/// The device a login or refresh comes from: user agent, IP, and Cloudflare's coarse geolocation.
-fn device(req: &Incoming, client: &ClientIp) -> Device {
-    Device {
-        user_agent: req.header("User-Agent").map(|ua| ua.chars().take(256).collect()),
-        ip: Some(client.0.clone()),
-        country: client_country(req),
-        city: req.cf().and_then(|cf| cf.city()),
-    }
-}
-
-/// The answer to a login or a refresh. `token` is the access token (the seed's field); the rest was added for
-/// clients that refresh.
-fn granted(message: &str, grant: &LoginGrant) -> Answer {
-    let tokens = &grant.tokens;
-    Answer::json(
-        200,
-        &json!({
-            "message": message,
-            "user": user_json(&grant.user),
-            "token": tokens.access.expose(),
-            "token_type": "Token",
-            "expires_in": tokens.access_expires_in,
-            "refresh_token": tokens.refresh.expose(),
-            "refresh_expires_in": tokens.refresh_expires_in,
-            "session_id": tokens.session_id,
-        }),
-    )
-}
-
-fn session_json(session: &SessionInfo, current: i64) -> Value {
-    json!({
-        "id": session.id,
-        "created_at": session.created_at.0,
-        "last_used_at": session.last_used_at.0,
-        "expires_at": session.expires_at.0,
-        "user_agent": session.user_agent,
-        "country": session.country,
-        "city": session.city,
-        "current": session.id == current,
-    })
-}
-
-/// The request's origin as its audit rows record it.
-fn request_origin(req: &Incoming, client: &ClientIp) -> RequestOrigin {
-    RequestOrigin {
-        ip: Some(client.0.clone()),
-        user_agent: req.header("User-Agent").map(|ua| ua.chars().take(256).collect()),
-        country: client_country(req),
-    }
-}
-
 fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) -> Result<EdgeLogin, ApiError> {
     let binding = env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?;
     let db = D1::new(D1Binding::new(binding, meter.clone()));
@@ -453,15 +321,6 @@ fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) 
     })
 }
 
-/// The client's country as Cloudflare's edge geolocated it. Only `request.cf` is trusted: a `CF-IPCountry` header
-/// can be sent by anyone when the zone's IP geolocation is off, and is not needed when `cf` is there. Anything that
-/// is not a short upper-case code (Cloudflare also uses `XX` for unknown and `T1` for Tor) is dropped.
-fn client_country(req: &Incoming) -> Option<String> {
-    req.cf()
-        .and_then(|cf| cf.country())
-        .filter(|c| (2..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
-}
-
 /// The work after the answer: the audit events, then (with `STORAGE_METRICS`) the storage work done since the answer.
 async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
     if let Err(e) = login.events.flush().await {
@@ -469,74 +328,5 @@ async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
     }
     if let Some(ops) = meter.take() {
         worker::console_log!("storage-ops after-response route={} {ops}", route.name());
-    }
-}
-
-/// The same answer for every admitted request, whoever the identifier belongs to (no enumeration).
-fn code_requested(pending: &PendingCode, config: &Config) -> Answer {
-    Answer::json(
-        200,
-        &json!({
-            "message": "If this account may sign in, a verification code has been sent.",
-            "otp_type": pending.identifier.channel().as_str(),
-            "contact_info": pending.identifier.value(),
-            "expires_in_minutes": config.policy.code_ttl_seconds / 60,
-            "resend_available_in_seconds": config.policy.resend_cooldown_seconds,
-        }),
-    )
-}
-
-/// The seed's user shape.
-fn user_json(user: &User) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.email.clone().unwrap_or_default(),
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "phone_number": user.profile.phone_number,
-        "is_active": user.is_active,
-        "profile": {
-            "phone_number": user.profile.phone_number,
-            "branch": user.profile.branch,
-            "designation": user.profile.designation,
-        },
-        "groups": user.groups,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_answer_with_and_without_the_trailing_slash() {
-        assert_eq!(Route::from_path("/auth/api/mobile/generate-otp/"), Some(Route::GenerateOtp));
-        assert_eq!(Route::from_path("/auth/api/mobile/generate-otp"), Some(Route::GenerateOtp));
-        assert_eq!(Route::from_path("/auth/api/mobile/me/"), Some(Route::Me));
-        assert_eq!(Route::from_path("/auth/api/mobile/"), None);
-        assert_eq!(Route::from_path("/auth/api/mobile/verify-otp//"), None);
-        assert_eq!(Route::from_path("/elsewhere"), None);
-    }
-
-    #[test]
-    fn session_routes_take_a_numeric_id_only() {
-        assert_eq!(Route::from_path("/auth/api/mobile/sessions/"), Some(Route::Sessions));
-        assert_eq!(Route::from_path("/auth/api/mobile/sessions/12/"), Some(Route::Session(12)));
-        assert_eq!(Route::from_path("/auth/api/mobile/sessions/12"), Some(Route::Session(12)));
-        for bad in ["sessions/abc/", "sessions/-1/", "sessions/1.5", "sessions/", "sessions/9999999999999999"] {
-            let path = format!("/auth/api/mobile/{bad}/");
-            assert!(!matches!(Route::from_path(&path), Some(Route::Session(_))), "{bad}");
-        }
-        assert_eq!(Route::from_path("/auth/api/mobile/logout-all/"), Some(Route::LogoutAll));
-        assert_eq!(Route::from_path("/auth/api/mobile/refresh"), Some(Route::Refresh));
-    }
-
-    #[test]
-    fn only_paths_under_auth_belong_to_the_login_service() {
-        assert!(is_auth_path("/auth/api/mobile/me/"));
-        assert!(is_auth_path("/auth"));
-        assert!(!is_auth_path("/authors/"));
-        assert!(!is_auth_path("/api/leads/"));
-        assert!(!is_auth_path("/"));
     }
 }
