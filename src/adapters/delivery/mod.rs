@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use worker::wasm_bindgen::JsValue;
-use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{web_sys, AbortController, Delay, Env, Fetch, Headers};
 
 use crate::adapters::runtime::WorkerClock;
 use crate::domain::{Channel, UnixTime};
@@ -272,14 +272,19 @@ async fn post(provider: &'static str, request: ProviderRequest) -> Result<(), De
     for (name, value) in &request.headers {
         headers.set(name, value).map_err(|e| failed(format!("request: {e}")))?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&request.body)));
-    let outgoing = Request::new_with_init(&request.url, &init).map_err(|e| failed(format!("request: {e}")))?;
+    // The runtime's own `RequestInit`: workers-rs's converts its `cf` options through serde on every call, which
+    // cost the wasm more than this whole function.
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers.0);
+    init.set_body(&JsValue::from_str(&request.body));
+    let outgoing = web_sys::Request::new_with_str_and_init(&request.url, &init)
+        .map_err(|e| failed(format!("request: {}", worker::Error::from(e))))?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let exchange = async {
         let mut response =
-            Fetch::Request(outgoing).send_with_signal(&signal).await.map_err(|e| failed(format!("network: {e}")))?;
+            Fetch::Request(outgoing.into()).send_with_signal(&signal).await.map_err(|e| failed(format!("network: {e}")))?;
         let status = response.status_code();
         if (200..300).contains(&status) {
             return Ok(());
