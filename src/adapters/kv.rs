@@ -34,7 +34,9 @@ impl Kv {
 impl AccessTokens for Kv {
     async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError> {
         self.meter.kv_write();
-        let put = self.store.put(&session_key(token), session.encode()).map_err(store_error)?;
+        // As bytes: `put` with a `String` goes through serde and would link float formatting into the wasm for a
+        // case (a number) that never happens here. KV stores bytes either way; `get(...).text()` reads them back.
+        let put = self.store.put_bytes(&session_key(token), session.encode().as_bytes()).map_err(store_error)?;
         put.expiration_ttl(ttl_seconds).execute().await.map_err(store_error)
     }
 

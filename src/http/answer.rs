@@ -48,7 +48,6 @@ impl Answer {
         self.headers.push((name, value.into()));
     }
 
-    #[cfg(test)]
     pub fn status(&self) -> u16 {
         self.status
     }

@@ -2,6 +2,7 @@
 
 mod answer;
 mod body;
+mod client;
 mod config;
 mod cors;
 mod error;
@@ -10,6 +11,8 @@ mod gateway;
 mod incoming;
 #[cfg(test)]
 mod properties;
+mod render;
+mod route;
 #[cfg(feature = "scim")]
 mod scim;
 
@@ -21,15 +24,14 @@ use crate::adapters::delivery::Delivery;
 use crate::adapters::kv::Kv;
 use crate::adapters::meter::Meter;
 use crate::adapters::runtime::{CryptoRandom, WorkerClock};
-use crate::domain::User;
-use crate::login::{
-    Authenticated, ClientIp, Clock, Device, EventKind, EventLog, Login, LoginEvent, LoginGrant, PendingCode, Ports,
-    SessionInfo,
-};
+use crate::login::{Authenticated, ClientIp, Clock, EventKind, EventLog, Login, LoginEvent, Ports};
 use answer::Answer;
+use client::{device, request_origin};
 use config::Config;
 use error::ApiError;
 use incoming::Incoming;
+use render::{code_requested, granted, session_json, user_json};
+use route::{is_auth_path, Route};
 
 type Db = D1<D1Binding>;
 /// The Worker's ports: D1 and KV through their bindings, the providers' HTTP APIs, the runtime's clock and CSPRNG.
@@ -45,89 +47,6 @@ impl Ports for WorkerPorts {
 }
 
 type EdgeLogin = Login<WorkerPorts>;
-
-/// The API's routes, matched with or without the trailing slash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    GenerateOtp,
-    ResendOtp,
-    VerifyOtp,
-    Refresh,
-    Logout,
-    LogoutAll,
-    Me,
-    Sessions,
-    /// `sessions/<id>/`: one of the user's sessions, to end with DELETE.
-    Session(i64),
-}
-
-impl Route {
-    fn from_path(path: &str) -> Option<Route> {
-        let path = path.strip_suffix('/').unwrap_or(path);
-        match path.strip_prefix("/auth/api/mobile/")? {
-            "generate-otp" => Some(Route::GenerateOtp),
-            "resend-otp" => Some(Route::ResendOtp),
-            "verify-otp" => Some(Route::VerifyOtp),
-            "refresh" => Some(Route::Refresh),
-            "logout" => Some(Route::Logout),
-            "logout-all" => Some(Route::LogoutAll),
-            "me" => Some(Route::Me),
-            "sessions" => Some(Route::Sessions),
-            other => {
-                let id = other.strip_prefix("sessions/")?;
-                let digits = !id.is_empty() && id.len() <= 15 && id.bytes().all(|b| b.is_ascii_digit());
-                digits.then(|| id.parse().ok().map(Route::Session)).flatten()
-            }
-        }
-    }
-
-    /// The path segment, as named in logs.
-    fn name(self) -> &'static str {
-        match self {
-            Route::GenerateOtp => "generate-otp",
-            Route::ResendOtp => "resend-otp",
-            Route::VerifyOtp => "verify-otp",
-            Route::Refresh => "refresh",
-            Route::Logout => "logout",
-            Route::LogoutAll => "logout-all",
-            Route::Me => "me",
-            Route::Sessions => "sessions",
-            Route::Session(_) => "session",
-        }
-    }
-
-    fn method(self) -> &'static str {
-        match self {
-            Route::Me | Route::Sessions => "GET",
-            Route::Session(_) => "DELETE",
-            _ => "POST",
-        }
-    }
-
-    /// Whether the route accepts a code or a refresh token from a client that holds no session: the routes an
-    /// attacker can call at will, counted per client network before they reach D1.
-    fn takes_a_secret_without_a_session(self) -> bool {
-        matches!(self, Route::GenerateOtp | Route::ResendOtp | Route::VerifyOtp | Route::Refresh)
-    }
-
-    /// Whether the route writes audit events (after the answer). me/ and sessions/ only read.
-    fn records_events(self) -> bool {
-        !matches!(self, Route::Me | Route::Sessions)
-    }
-
-    fn allow(self) -> &'static str {
-        match self {
-            Route::Me | Route::Sessions => "GET, OPTIONS",
-            Route::Session(_) => "DELETE, OPTIONS",
-            _ => "POST, OPTIONS",
-        }
-    }
-}
-
-/// Whether a path belongs to this login service (the rest goes to the origin in gateway mode).
-fn is_auth_path(path: &str) -> bool {
-    path == "/auth" || path.starts_with("/auth/")
-}
 
 #[event(start)]
 fn start() {
@@ -164,14 +83,20 @@ enum Reply {
 
 #[event(fetch)]
 async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let started = worker::Date::now().as_millis();
     let req = Incoming::new(raw);
     let origin = req.header("Origin");
     let preflight = req.method() == "OPTIONS";
+    let mut error = None;
+    // The route's name for the log line, as far as `handle` got.
+    let mut route = "other";
     let reply = match Config::load(&env) {
         Ok(config) => {
             let meter = Meter::new(config.storage_metrics);
-            let mut reply =
-                handle(&req, &env, &ctx, &config, &meter).await.unwrap_or_else(|error| Reply::Own(error.response()));
+            let mut reply = handle(&req, &env, &ctx, &config, &meter, &mut route).await.unwrap_or_else(|e| {
+                error = Some(e.code());
+                Reply::Own(e.response())
+            });
             let mut extra = config.cors.headers(origin.as_deref(), preflight);
             // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is
             // exactly the storage work on the response path; `after_response` reports the rest.
@@ -191,21 +116,51 @@ async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
             }
             reply
         }
-        Err(e) => Reply::Own(ApiError::internal("configuration", &e).response()),
+        Err(e) => {
+            error = Some(ApiError::Internal.code());
+            Reply::Own(ApiError::internal("configuration", &e).response())
+        }
     };
+    let status = match &reply {
+        Reply::Own(answer) => answer.status(),
+        Reply::Forwarded(response) => response.status_code(),
+    };
+    log_outcome(route, status, error, started);
     match reply {
         Reply::Own(answer) => Ok(answer.into_web()?),
         Reply::Forwarded(response) => Ok(response.into()),
     }
 }
 
+/// The one line per request that Workers Logs keeps, as JSON: `{"route":"verify-otp","status":400,
+/// "error":"otp_invalid","ms":12}`. Only the route's name, never its path (a session id) nor anything from the
+/// request: no code, token or identifier. `ms` is wall time to the answer (the Workers clock advances across I/O).
+fn log_outcome(route: &str, status: u16, error: Option<&str>, started: u64) {
+    let ms = worker::Date::now().as_millis().saturating_sub(started);
+    let (quote, code) = match error {
+        Some(code) => ("\"", code),
+        None => ("", "null"),
+    };
+    worker::console_log!(r#"{{"route":"{route}","status":{status},"error":{quote}{code}{quote},"ms":{ms}}}"#);
+}
+
 /// The storage work a request did before its answer (only with `STORAGE_METRICS`, never in production).
 const STORAGE_OPS_HEADER: &str = "X-Storage-Ops";
 
-async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter: &Meter) -> Result<Reply, ApiError> {
+/// Answers one request; `logged` is set to the route's name for the log line: `scim`, `not-found` for an unknown path
+/// under /auth/, and left as it is outside /auth/.
+async fn handle(
+    req: &Incoming,
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    meter: &Meter,
+    logged: &mut &'static str,
+) -> Result<Reply, ApiError> {
     let path = req.path();
     #[cfg(feature = "scim")]
     if let (true, Some(settings)) = (scim::is_scim_path(path), &config.scim) {
+        *logged = "scim";
         // Boxed: the SCIM state machine stays out of every login request's future.
         let scim: std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + '_>> =
             Box::pin(scim::handle(req, env, settings, &config.phone_calling_codes, meter));
@@ -219,7 +174,9 @@ async fn handle(req: &Incoming, env: &Env, ctx: &Context, config: &Config, meter
         let forwarded = gateway.forward(&req.to_worker_request(), &auth.session, login.clock.now()).await?;
         return Ok(Reply::Forwarded(forwarded));
     }
+    *logged = "not-found";
     let route = Route::from_path(path).ok_or(ApiError::NotFound)?;
+    *logged = route.name();
     let method = req.method();
     if method == "OPTIONS" {
         let mut answer = Answer::empty(204);
@@ -353,57 +310,6 @@ fn after_later(ctx: &Context, login: EdgeLogin, meter: Meter, route: Route) {
     ctx.wait_until(async move { after_response(&login, &meter, route).await });
 }
 
-/// The device a login or refresh comes from: user agent, IP, and Cloudflare's coarse geolocation.
-fn device(req: &Incoming, client: &ClientIp) -> Device {
-    Device {
-        user_agent: req.header("User-Agent").map(|ua| ua.chars().take(256).collect()),
-        ip: Some(client.0.clone()),
-        country: client_country(req),
-        city: req.cf().and_then(|cf| cf.city()),
-    }
-}
-
-/// The answer to a login or a refresh. `token` is the access token (the field every app version reads); the rest
-/// was added for clients that refresh.
-fn granted(message: &str, grant: &LoginGrant) -> Answer {
-    let tokens = &grant.tokens;
-    Answer::json(
-        200,
-        &json!({
-            "message": message,
-            "user": user_json(&grant.user),
-            "token": tokens.access.expose(),
-            "token_type": "Token",
-            "expires_in": tokens.access_expires_in,
-            "refresh_token": tokens.refresh.expose(),
-            "refresh_expires_in": tokens.refresh_expires_in,
-            "session_id": tokens.session_id,
-        }),
-    )
-}
-
-fn session_json(session: &SessionInfo, current: i64) -> Value {
-    json!({
-        "id": session.id,
-        "created_at": session.created_at.0,
-        "last_used_at": session.last_used_at.0,
-        "expires_at": session.expires_at.0,
-        "user_agent": session.user_agent,
-        "country": session.country,
-        "city": session.city,
-        "current": session.id == current,
-    })
-}
-
-/// The request's origin as its audit rows record it.
-fn request_origin(req: &Incoming, client: &ClientIp) -> RequestOrigin {
-    RequestOrigin {
-        ip: Some(client.0.clone()),
-        user_agent: req.header("User-Agent").map(|ua| ua.chars().take(256).collect()),
-        country: client_country(req),
-    }
-}
-
 fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) -> Result<EdgeLogin, ApiError> {
     let binding = env.d1("DB").map_err(|e| ApiError::internal("D1 binding DB", &e))?;
     let db = D1::new(D1Binding::new(binding, meter.clone()));
@@ -426,15 +332,6 @@ fn edge_login(env: &Env, config: &Config, origin: RequestOrigin, meter: &Meter) 
     })
 }
 
-/// The client's country as Cloudflare's edge geolocated it. Only `request.cf` is trusted: a `CF-IPCountry` header
-/// can be sent by anyone when the zone's IP geolocation is off, and is not needed when `cf` is there. Anything that
-/// is not a short upper-case code (Cloudflare also uses `XX` for unknown and `T1` for Tor) is dropped.
-fn client_country(req: &Incoming) -> Option<String> {
-    req.cf()
-        .and_then(|cf| cf.country())
-        .filter(|c| (2..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
-}
-
 /// The work after the answer: the audit events and the check of the tokens issued (`Login::settle`), then (with
 /// `STORAGE_METRICS`) the storage work done since the answer.
 async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
@@ -443,74 +340,5 @@ async fn after_response(login: &EdgeLogin, meter: &Meter, route: Route) {
     }
     if let Some(ops) = meter.take() {
         worker::console_log!("storage-ops after-response route={} {ops}", route.name());
-    }
-}
-
-/// The same answer for every admitted request, whoever the identifier belongs to (no enumeration).
-fn code_requested(pending: &PendingCode, config: &Config) -> Answer {
-    Answer::json(
-        200,
-        &json!({
-            "message": "If this account may sign in, a verification code has been sent.",
-            "otp_type": pending.identifier.channel().as_str(),
-            "contact_info": pending.identifier.value(),
-            "expires_in_minutes": config.policy.code_ttl_seconds / 60,
-            "resend_available_in_seconds": config.policy.resend_cooldown_seconds,
-        }),
-    )
-}
-
-/// The user as every answer shows it (the shape docs/API.md documents).
-fn user_json(user: &User) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.email.clone().unwrap_or_default(),
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "phone_number": user.profile.phone_number,
-        "is_active": user.is_active,
-        "profile": {
-            "phone_number": user.profile.phone_number,
-            "branch": user.profile.branch,
-            "designation": user.profile.designation,
-        },
-        "groups": user.groups,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_answer_with_and_without_the_trailing_slash() {
-        assert_eq!(Route::from_path("/auth/api/mobile/generate-otp/"), Some(Route::GenerateOtp));
-        assert_eq!(Route::from_path("/auth/api/mobile/generate-otp"), Some(Route::GenerateOtp));
-        assert_eq!(Route::from_path("/auth/api/mobile/me/"), Some(Route::Me));
-        assert_eq!(Route::from_path("/auth/api/mobile/"), None);
-        assert_eq!(Route::from_path("/auth/api/mobile/verify-otp//"), None);
-        assert_eq!(Route::from_path("/elsewhere"), None);
-    }
-
-    #[test]
-    fn session_routes_take_a_numeric_id_only() {
-        assert_eq!(Route::from_path("/auth/api/mobile/sessions/"), Some(Route::Sessions));
-        assert_eq!(Route::from_path("/auth/api/mobile/sessions/12/"), Some(Route::Session(12)));
-        assert_eq!(Route::from_path("/auth/api/mobile/sessions/12"), Some(Route::Session(12)));
-        for bad in ["sessions/abc/", "sessions/-1/", "sessions/1.5", "sessions/", "sessions/9999999999999999"] {
-            let path = format!("/auth/api/mobile/{bad}/");
-            assert!(!matches!(Route::from_path(&path), Some(Route::Session(_))), "{bad}");
-        }
-        assert_eq!(Route::from_path("/auth/api/mobile/logout-all/"), Some(Route::LogoutAll));
-        assert_eq!(Route::from_path("/auth/api/mobile/refresh"), Some(Route::Refresh));
-    }
-
-    #[test]
-    fn only_paths_under_auth_belong_to_the_login_service() {
-        assert!(is_auth_path("/auth/api/mobile/me/"));
-        assert!(is_auth_path("/auth"));
-        assert!(!is_auth_path("/authors/"));
-        assert!(!is_auth_path("/api/leads/"));
-        assert!(!is_auth_path("/"));
     }
 }

@@ -3,9 +3,11 @@
 //! `fetch`, trying the channel's providers in the configured order until one accepts.
 
 mod console;
+mod encoding;
 mod mailgun;
 mod plivo;
 mod postmark;
+mod reason;
 mod resend;
 mod sendgrid;
 mod ses;
@@ -18,15 +20,16 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
-use base64::Engine;
 use futures_util::future::{select, Either};
 use worker::wasm_bindgen::JsValue;
-use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{web_sys, AbortController, Delay, Env, Fetch, Headers};
 
 use crate::adapters::runtime::WorkerClock;
 use crate::domain::{Channel, UnixTime};
 use crate::login::{Clock, DeliveryError, DeliveryReport, Message, Notifier};
 use console::Console;
+pub use encoding::{basic_auth, quote, split_sender, JsonObject};
+pub use reason::error_reason;
 
 /// Sent on every provider call: Resend refuses requests without a `User-Agent` (403), and workerd's `fetch` sets none.
 pub const USER_AGENT: &str = concat!("edge-otp-login/", env!("CARGO_PKG_VERSION"));
@@ -261,66 +264,6 @@ impl Notifier for Delivery {
     }
 }
 
-/// A JSON object written field by field. Provider bodies are small; one non-generic builder compiles to much less
-/// wasm than `serde_json::json!`, which expands a map insertion per field at every call site.
-pub struct JsonObject(String);
-
-impl JsonObject {
-    pub fn new() -> JsonObject {
-        JsonObject(String::from("{"))
-    }
-
-    /// Adds `key` with a string value.
-    pub fn text(self, key: &str, value: &str) -> JsonObject {
-        self.raw(key, &quote(value))
-    }
-
-    /// Adds `key` with `json`, which must already be valid JSON.
-    pub fn raw(mut self, key: &str, json: &str) -> JsonObject {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        self.0.push_str(&quote(key));
-        self.0.push(':');
-        self.0.push_str(json);
-        self
-    }
-
-    pub fn finish(mut self) -> String {
-        self.0.push('}');
-        self.0
-    }
-}
-
-impl Default for JsonObject {
-    fn default() -> Self {
-        JsonObject::new()
-    }
-}
-
-/// `text` as a JSON string literal.
-pub fn quote(text: &str) -> String {
-    // Serialising a string cannot fail.
-    serde_json::to_string(text).unwrap_or_default()
-}
-
-/// `Basic` credentials for an `Authorization` header.
-pub fn basic_auth(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-}
-
-/// Splits `CRM <login@example.com>` into its display name and address; a bare address has no name.
-pub fn split_sender(from: &str) -> (Option<&str>, &str) {
-    let from = from.trim();
-    match (from.rfind('<'), from.strip_suffix('>')) {
-        (Some(open), Some(inner)) => {
-            let name = from[..open].trim().trim_matches('"').trim();
-            ((!name.is_empty()).then_some(name), inner[open + 1..].trim())
-        }
-        _ => (None, from),
-    }
-}
-
 /// Sends `request` as a POST, giving up after [`PROVIDER_TIMEOUT`], and maps any non-2xx answer to a
 /// [`DeliveryError`] carrying the provider's reason.
 async fn post(provider: &'static str, request: ProviderRequest) -> Result<(), DeliveryError> {
@@ -329,14 +272,21 @@ async fn post(provider: &'static str, request: ProviderRequest) -> Result<(), De
     for (name, value) in &request.headers {
         headers.set(name, value).map_err(|e| failed(format!("request: {e}")))?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&request.body)));
-    let outgoing = Request::new_with_init(&request.url, &init).map_err(|e| failed(format!("request: {e}")))?;
+    // The runtime's own `RequestInit`: workers-rs's converts its `cf` options through serde on every call, which
+    // cost the wasm more than this whole function.
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers.0);
+    init.set_body(&JsValue::from_str(&request.body));
+    let outgoing = web_sys::Request::new_with_str_and_init(&request.url, &init)
+        .map_err(|e| failed(format!("request: {}", worker::Error::from(e))))?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let exchange = async {
-        let mut response =
-            Fetch::Request(outgoing).send_with_signal(&signal).await.map_err(|e| failed(format!("network: {e}")))?;
+        let mut response = Fetch::Request(outgoing.into())
+            .send_with_signal(&signal)
+            .await
+            .map_err(|e| failed(format!("network: {e}")))?;
         let status = response.status_code();
         if (200..300).contains(&status) {
             return Ok(());
@@ -356,54 +306,6 @@ async fn post(provider: &'static str, request: ProviderRequest) -> Result<(), De
     outcome
 }
 
-/// Longest provider reason kept for the log and the audit row.
-const MAX_REASON: usize = 300;
-
-/// The reason in a provider's error body: `errors[0].message` (SendGrid), `ErrorCode` and `Message` (Postmark),
-/// `title` and `detail` (Vonage), `code` and `message` (Twilio, Resend, Mailgun, SES), `error` (Plivo), or
-/// `<Code>` and `<Message>` (SNS's XML); otherwise a bounded excerpt of the body.
-pub fn error_reason(body: &str) -> String {
-    let reason = match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(json) => json_reason(&json),
-        Err(_) => xml_reason(body),
-    };
-    reason.unwrap_or_else(|| body.trim().to_owned()).chars().take(MAX_REASON).collect()
-}
-
-fn json_reason(json: &serde_json::Value) -> Option<String> {
-    let text = |value: &serde_json::Value, key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    let labelled = |code: Option<String>, message: Option<String>| match (code, message) {
-        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
-        (None, Some(message)) => Some(message),
-        (Some(code), None) => Some(code),
-        (None, None) => None,
-    };
-    if let Some(first) = json.get("errors").and_then(|e| e.get(0)) {
-        let message = text(first, "message").or_else(|| text(first, "description"));
-        return labelled(text(first, "field"), message);
-    }
-    if let Some(code) = json.get("ErrorCode") {
-        return labelled(Some(format!("ErrorCode {code}")), text(json, "Message"));
-    }
-    if json.get("title").is_some() {
-        return labelled(text(json, "title"), text(json, "detail"));
-    }
-    let code = json.get("code").filter(|c| c.is_number() || c.is_string()).map(|c| c.to_string().replace('"', ""));
-    labelled(code, text(json, "message").or_else(|| text(json, "Message")).or_else(|| text(json, "error")))
-}
-
-fn xml_reason(body: &str) -> Option<String> {
-    let element = |name: &str| {
-        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
-        let end = start + body[start..].find(&format!("</{name}>"))?;
-        Some(body[start..end].trim().to_owned())
-    };
-    match (element("Code"), element("Message")) {
-        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
-        (code, message) => message.or(code),
-    }
-}
-
 /// A message to `to` (an address or an E.164 number) carrying the code 123456, for the providers' tests.
 #[cfg(test)]
 pub(crate) fn sample(to: &str) -> Message {
@@ -418,91 +320,4 @@ pub(crate) fn sample(to: &str) -> Message {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::test_support::run;
-    use std::cell::RefCell;
-
-    use super::*;
-
-    #[test]
-    fn each_providers_error_body_yields_a_clear_reason() {
-        let cases = [
-            (r#"{"statusCode":422,"message":"Invalid `to` field","name":"validation_error"}"#, "Invalid `to` field"),
-            (r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#, "21211: Invalid 'To' Phone Number"),
-            (
-                r#"{"errors":[{"message":"The from address does not match a verified Sender Identity.","field":"from","help":null}]}"#,
-                "from: The from address does not match a verified Sender Identity.",
-            ),
-            (r#"{"message":"Domain not found: mg.example.com"}"#, "Domain not found: mg.example.com"),
-            (r#"{"ErrorCode":300,"Message":"Invalid email request"}"#, "ErrorCode 300: Invalid email request"),
-            (r#"{"message":"Email address is not verified."}"#, "Email address is not verified."),
-            (
-                r#"{"type":"https://developer.vonage.com/api-errors#unauthorized","title":"Unauthorized","detail":"You did not provide correct credentials.","instance":"x"}"#,
-                "Unauthorized: You did not provide correct credentials.",
-            ),
-            (r#"{"api_id":"97ceeb52","error":"authentication_failed"}"#, "authentication_failed"),
-            (
-                "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameter</Code><Message>Invalid parameter: PhoneNumber</Message></Error></ErrorResponse>",
-                "InvalidParameter: Invalid parameter: PhoneNumber",
-            ),
-            ("Forbidden", "Forbidden"),
-        ];
-        for (body, reason) in cases {
-            assert_eq!(error_reason(body), reason, "{body}");
-        }
-        assert_eq!(error_reason(&"x".repeat(1000)).len(), MAX_REASON);
-    }
-
-    #[test]
-    fn provider_lists_are_ordered_distinct_known_names() {
-        let list = provider_list(" Resend, postmark ,ses", &EmailProvider::ALL, EmailProvider::name).unwrap();
-        assert_eq!(list, [EmailProvider::Resend, EmailProvider::Postmark, EmailProvider::Ses]);
-        let sms = provider_list("plivo,twilio", &SmsProvider::ALL, SmsProvider::name).unwrap();
-        assert_eq!(sms, [SmsProvider::Plivo, SmsProvider::Twilio]);
-        assert!(provider_list("resend,resend", &EmailProvider::ALL, EmailProvider::name)
-            .unwrap_err()
-            .contains("twice"));
-        let unknown = provider_list("resend,smtp", &EmailProvider::ALL, EmailProvider::name).unwrap_err();
-        assert!(unknown.contains("\"smtp\"") && unknown.contains("sendgrid"), "{unknown}");
-        assert!(provider_list("resend,", &EmailProvider::ALL, EmailProvider::name).is_err());
-    }
-
-    #[test]
-    fn failover_tries_each_provider_in_order_until_one_accepts() {
-        let tried = RefCell::new(Vec::new());
-        let report = run(failover(&SmsProvider::ALL[..3], SmsProvider::name, |p| {
-            tried.borrow_mut().push(p);
-            let outcome = match p {
-                SmsProvider::Vonage => Ok(()),
-                _ => Err(DeliveryError { provider: p.name(), reason: "HTTP 500: down".into() }),
-            };
-            async move { outcome }
-        }));
-        assert_eq!(*tried.borrow(), [SmsProvider::Twilio, SmsProvider::Vonage], "plivo is never tried");
-        assert_eq!(report.delivered_by, Some("vonage"));
-        assert_eq!(report.failures, [DeliveryError { provider: "twilio", reason: "HTTP 500: down".into() }]);
-
-        let none = run(failover(&SmsProvider::ALL[..2], SmsProvider::name, |p| {
-            let failure = DeliveryError { provider: p.name(), reason: "timeout".into() };
-            async move { Err(failure) }
-        }));
-        assert_eq!((none.delivered_by, none.failures.len()), (None, 2));
-    }
-
-    #[test]
-    fn json_objects_are_written_with_escaped_keys_and_values() {
-        let nested = JsonObject::new().text("a\"b", "line\n<tag> é").finish();
-        let json = JsonObject::new().raw("n", &nested).text("s", "x").finish();
-        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(parsed, serde_json::json!({ "n": { "a\"b": "line\n<tag> é" }, "s": "x" }));
-        assert_eq!(JsonObject::new().finish(), "{}");
-    }
-
-    #[test]
-    fn a_sender_is_split_into_name_and_address() {
-        assert_eq!(split_sender("CRM <login@example.com>"), (Some("CRM"), "login@example.com"));
-        assert_eq!(split_sender("\"CRM Login\" <login@example.com>"), (Some("CRM Login"), "login@example.com"));
-        assert_eq!(split_sender("login@example.com"), (None, "login@example.com"));
-        assert_eq!(split_sender("<login@example.com>"), (None, "login@example.com"));
-    }
-}
+mod tests;
