@@ -3,8 +3,11 @@
 // (the ceiling). Prints requests/s, p50/p99 latency and errors per scenario, each as a ratio of the no-op's
 // requests/s, and the storage work per operation as the worker's adapters count it. Only 127.0.0.1.
 //
+// Then the Worker's own CPU time per request and route (p50, p99), beside the no-op Worker's: bench/cpu.mjs.
+// `npm run bench -- cpu` measures only that (about a minute).
+//
 // Knobs (environment): BENCH_CONNECTIONS (16), BENCH_DURATION_SECONDS (10), BENCH_EMPLOYEES (4000),
-// E2E_SKIP_BUILD=1 to use build/ as it is.
+// BENCH_CPU_LOGINS (100), E2E_SKIP_BUILD=1 to use build/ as it is.
 //
 // Both dev servers run without wrangler's local observability collector and local explorer (bench/support.mjs).
 
@@ -21,6 +24,7 @@ import { PATHS } from "../tests/e2e/support/api.mjs";
 import { startMockProviders } from "../tests/e2e/support/mock-providers.mjs";
 import { formatStorageTable, kvOps, loginFlowTotals, measureLogin } from "../tests/e2e/support/storage.mjs";
 import { ROOT, ensureBuilt, freePort, startWorker } from "../tests/e2e/support/worker.mjs";
+import { formatCpu, measureCpu } from "./cpu.mjs";
 import { benchEmail, benchEmployeesSql, positiveInt, serviceVars } from "./support.mjs";
 
 const CONNECTIONS = positiveInt("BENCH_CONNECTIONS", 16);
@@ -29,6 +33,7 @@ const EMPLOYEES = positiveInt("BENCH_EMPLOYEES", 4000);
 const REQUEST_TIMEOUT_S = 10;
 const CODE_WAIT_MS = 15_000;
 const TARGETS = Object.freeze({ me: 0.7, flow: 0.3 });
+const CPU_ONLY = process.argv[2] === "cpu";
 
 const QUIET = Object.freeze(["--log-level", "warn"]);
 const JSON_HEADERS = Object.freeze({ "content-type": "application/json", "cf-connecting-ip": "198.51.100.200" });
@@ -107,7 +112,7 @@ async function startNoop(vars = {}) {
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  return { url, stop, pgid: child.pid };
+  return { url, stop, pgid: child.pid, inspectorPort };
 }
 
 /**
@@ -481,16 +486,19 @@ async function main() {
   const cleanup = [() => mock.close()];
   try {
     // Storage work per operation, one request at a time, on a worker that counts it (STORAGE_METRICS=1).
-    const probe = await startWorker({ vars: serviceVars(mock, { STORAGE_METRICS: "1" }), sql: benchEmployeesSql(EMPLOYEES) });
-    const steps = await measureLogin(probe, mock, benchEmail(EMPLOYEES));
-    await probe.stop();
-    mock.reset();
+    let steps = [];
+    if (!CPU_ONLY) {
+      const probe = await startWorker({ vars: serviceVars(mock, { STORAGE_METRICS: "1" }), sql: benchEmployeesSql(EMPLOYEES) });
+      steps = await measureLogin(probe, mock, benchEmail(EMPLOYEES));
+      await probe.stop();
+      mock.reset();
+    }
 
     // Load, on a worker that counts nothing (as deployed), beside the no-op. Both without wrangler's log line per
     // request, which costs its Node process as much CPU as the no-op Worker costs workerd.
     const worker = await startWorker({ vars: serviceVars(mock), sql: benchEmployeesSql(EMPLOYEES), devArgs: QUIET });
     cleanup.push(() => worker.stop());
-    const service = { url: worker.url, pgid: worker.process.pid };
+    const service = { url: worker.url, pgid: worker.process.pid, inspectorPort: worker.inspectorPort };
     const noop = await startNoop(deliveryVars(mock));
     cleanup.push(() => noop.stop());
     const init = await fetch(`${noop.url}/replay-init`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_S * 1000) });
@@ -501,6 +509,16 @@ async function main() {
     const warmUp = { duration: 2, connections: Math.min(4, CONNECTIONS) };
     await cannon(noop.url, { method: "GET", path: PATHS.me, ...warmUp });
     await cannon(service.url, { method: "GET", path: PATHS.me, ...warmUp });
+
+    // The Worker's own CPU per request, one request at a time, before any load (bench/cpu.mjs).
+    const cpu = await measureCpu(service, noop, mock, takeEmployee);
+    mock.reset();
+    if (CPU_ONLY) {
+      console.log("");
+      console.log(formatCpu(cpu));
+      console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+      return;
+    }
 
     // Each scenario's ratios are taken against a no-op run right before it (half as long): the speed of a shared
     // machine drifts over minutes, and a single ceiling at the start would carry that drift into every ratio.
@@ -569,6 +587,9 @@ async function main() {
     console.log(`the floor (the no-op making the same storage calls and nothing else): me/ at ${fmt(floorMeRatio * 100, 0)}%, ` +
       `whole logins at ${fmt(floorFlowRatio * 100, 0)}%; the service reaches ` +
       `${fmt((meRatio / floorMeRatio) * 100, 0)}% and ${fmt((flowRatio / floorFlowRatio) * 100, 0)}% of its floor`);
+
+    console.log("");
+    console.log(formatCpu(cpu));
 
     const totals = loginFlowTotals(steps);
     console.log("");
