@@ -31,6 +31,8 @@
 // doing anything of its own (the request and response objects, the static-assets router's hand-off), the ceiling.
 // Resolution: one sampling interval (0.1 ms); the sampler's own cost is in every figure, the no-op's included.
 
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { performance } from "node:perf_hooks";
 
 import { PATHS } from "../tests/e2e/support/api.mjs";
@@ -43,13 +45,22 @@ const QUIET_CHECK_US = 1_000;
 // that does not. Locally a deferred D1 batch takes a few milliseconds.
 const SETTLE_MS = 60;
 const QUIET_MS = 15;
-const ME_PER_LOGIN = 3;
+const ME_PER_LOGIN = positiveInt("BENCH_CPU_ME_PER_LOGIN", 3);
 const LOGINS = positiveInt("BENCH_CPU_LOGINS", 100);
 const NOOP_REQUESTS = positiveInt("BENCH_CPU_NOOP_REQUESTS", 300);
 const WARM_UP_LOGINS = 5;
-const LOGINS_PER_PROFILE = 25;
+// One profile per batch of about 200 requests: a profile of much longer runs can fail to come back whole.
+const LOGINS_PER_PROFILE = Math.max(1, Math.floor(200 / (5 + ME_PER_LOGIN)));
 const JSON_HEADERS = Object.freeze({ "content-type": "application/json", "cf-connecting-ip": "198.51.100.201" });
 const TIMEOUT_MS = 20_000;
+
+// BENCH_CPU_TOP=<n>: also print each route's n functions with the most CPU (needs a build with wasm names for the
+// Rust functions: KEEP_WASM_NAMES=1 sh scripts/build.sh). BENCH_CPU_PROFILES=<dir>: keep each profile and its
+// request marks (µs, the profile's clock) there.
+const TOP = Number(process.env.BENCH_CPU_TOP ?? 0);
+const FUNCTIONS = TOP > 0 ? new Map() : null;
+const PROFILE_DIR = process.env.BENCH_CPU_PROFILES || null;
+let profilesWritten = 0;
 
 export const CPU_ROUTES = Object.freeze(["generate-otp", "verify-otp", "me/", "refresh", "logout", "404"]);
 export const CPU_GOALS = Object.freeze({ p99Ms: 5, meP50OverNoop: 1.5 });
@@ -80,11 +91,19 @@ async function profiled(inspector, drive) {
   await inspector.call("Profiler.start");
   const after = nowUs();
   await drive(mark);
-  const { profile } = await inspector.call("Profiler.stop");
+  const stopped = await inspector.call("Profiler.stop");
+  const profile = stopped?.profile;
+  if (!profile) throw new Error(`Profiler.stop returned no profile: ${JSON.stringify(stopped)?.slice(0, 300)}`);
   // The clocks must agree: the profile starts between the two readings around Profiler.start (with 50 ms of slack
   // for the round trip through the inspector proxy). Otherwise the windows would not line up with the samples.
   if (!(profile.startTime >= before - 50_000 && profile.startTime <= after + 50_000)) {
     throw new Error(`the profile's clock does not match this process's: startTime ${profile.startTime} µs, Profiler.start called between ${before} and ${after} µs`);
+  }
+  if (FUNCTIONS) functionsByRoute(profile, marks, FUNCTIONS);
+  if (PROFILE_DIR) {
+    mkdirSync(PROFILE_DIR, { recursive: true });
+    writeFileSync(path.join(PROFILE_DIR, `cpu-${++profilesWritten}.cpuprofile`), JSON.stringify(profile));
+    writeFileSync(path.join(PROFILE_DIR, `cpu-${profilesWritten}.marks.json`), JSON.stringify(marks));
   }
   return attribute(profile, marks);
 }
@@ -107,6 +126,40 @@ export function attribute(profile, marks) {
     windows[w].lastWork = t;
   }
   return windows.map((x) => ({ route: x.route, cpuMs: x.us / 1000, busyAtEnd: x.end - x.lastWork < QUIET_CHECK_US }));
+}
+
+/**
+ * Where each route's CPU goes: time per function, inclusive of its callees, summed over the route's windows (with
+ * the same capped sample intervals as the totals). Adds to `into`: Map route -> Map function -> µs.
+ */
+export function functionsByRoute(profile, marks, into) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const cap = CAP_INTERVALS * INTERVAL_US;
+  let t = profile.startTime;
+  let w = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const delta = profile.timeDeltas[i] ?? 0;
+    t += delta;
+    if (byId.get(profile.samples[i]).callFrame.functionName === "(idle)") continue;
+    while (w < marks.length - 1 && t >= marks[w + 1].at) w++;
+    if (w >= marks.length - 1) break;
+    if (t < marks[w].at) continue;
+    const route = marks[w].route;
+    if (!into.has(route)) into.set(route, new Map());
+    const fns = into.get(route);
+    const seen = new Set();
+    for (let nid = profile.samples[i]; nid !== undefined; nid = parent.get(nid)) {
+      const { functionName, url, lineNumber } = byId.get(nid).callFrame;
+      if (functionName === "(root)") continue;
+      const name = `${(functionName || "(anonymous)").replace(/::h[0-9a-f]{16}/g, "")}${url ? ` ${url.split("/").pop()}:${lineNumber + 1}` : ""}`;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      fns.set(name, (fns.get(name) ?? 0) + Math.min(delta, cap));
+    }
+  }
+  return into;
 }
 
 /** One whole login of `email` and what a session does next: generate, verify, me/ (3 times), refresh, logout, 404. */
@@ -224,7 +277,20 @@ export function formatCpu({ rows, noop, seconds }) {
   const me = rows.find((r) => r.route === "me/");
   const over = rows.filter((r) => !(r.p99 < CPU_GOALS.p99Ms)).map((r) => r.route);
   const mark = (ok) => (ok ? "met" : "MISSED");
+  const top = [];
+  if (FUNCTIONS) {
+    for (const r of [noop, ...rows]) {
+      const fns = FUNCTIONS.get(r.route === "no-op Worker" ? "no-op" : r.route);
+      if (!fns) continue;
+      top.push("", `${r.route}: functions with the most CPU, inclusive, ms per request (${r.requests} requests)`);
+      for (const [name, us] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
+        top.push(`${fmt(us / 1000 / r.requests, 3).padStart(8)}  ${name.slice(0, 140)}`);
+      }
+    }
+  }
   return [
+    ...top,
+    ...(top.length ? [""] : []),
     `CPU time of the Worker's isolate per request (V8 profile, one request at a time, ${INTERVAL_US} µs samples; ${fmt(seconds, 0)} s):`,
     ...text,
     `goals: every route's p99 under ${CPU_GOALS.p99Ms} ms: ${mark(over.length === 0)}${over.length ? ` (${over.join(", ")})` : ""}; ` +

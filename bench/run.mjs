@@ -7,13 +7,11 @@
 // `npm run bench -- cpu` measures only that (about a minute).
 //
 // Knobs (environment): BENCH_CONNECTIONS (16), BENCH_DURATION_SECONDS (10), BENCH_EMPLOYEES (4000),
-// BENCH_CPU_LOGINS (100), E2E_SKIP_BUILD=1 to use build/ as it is.
+// BENCH_CPU_LOGINS (100), BENCH_CPU_ME_PER_LOGIN (3), E2E_SKIP_BUILD=1 to use build/ as it is.
 //
 // Both dev servers run without wrangler's local observability collector and local explorer (bench/support.mjs).
 
-import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -23,8 +21,9 @@ import autocannon from "autocannon";
 import { PATHS } from "../tests/e2e/support/api.mjs";
 import { startMockProviders } from "../tests/e2e/support/mock-providers.mjs";
 import { formatStorageTable, kvOps, loginFlowTotals, measureLogin } from "../tests/e2e/support/storage.mjs";
-import { ROOT, ensureBuilt, freePort, startWorker } from "../tests/e2e/support/worker.mjs";
+import { ROOT, ensureBuilt, startWorker } from "../tests/e2e/support/worker.mjs";
 import { formatCpu, measureCpu } from "./cpu.mjs";
+import { startNoop } from "./noop.mjs";
 import { benchEmail, benchEmployeesSql, positiveInt, serviceVars } from "./support.mjs";
 
 const CONNECTIONS = positiveInt("BENCH_CONNECTIONS", 16);
@@ -39,81 +38,6 @@ const QUIET = Object.freeze(["--log-level", "warn"]);
 const JSON_HEADERS = Object.freeze({ "content-type": "application/json", "cf-connecting-ip": "198.51.100.200" });
 
 // ---- the workers ------------------------------------------------------------------------------------------------
-
-/** The no-op Worker of bench/noop under wrangler dev, started the way the harness starts the service. */
-async function startNoop(vars = {}) {
-  const tmp = await mkdtemp(path.join(os.tmpdir(), "otp-bench-noop-"));
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js"),
-      "dev",
-      "--config", path.join(ROOT, "bench", "noop", "wrangler.toml"),
-      "--ip", "127.0.0.1",
-      "--port", String(port),
-      "--inspector-port", String(inspectorPort),
-      "--persist-to", path.join(tmp, "state"),
-      "--show-interactive-dev-session=false",
-      ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
-      ...QUIET,
-    ],
-    {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        PATH: `${path.join(ROOT, "node_modules", ".bin")}${path.delimiter}${process.env.PATH ?? ""}`,
-        WRANGLER_SEND_METRICS: "false",
-        CLOUDFLARE_CF_FETCH_ENABLED: "false",
-        WRANGLER_LOG_PATH: path.join(tmp, "logs"),
-        NO_COLOR: "1",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    },
-  );
-  let output = "";
-  let exited = false;
-  child.stdout.on("data", (c) => (output += c));
-  child.stderr.on("data", (c) => (output += c));
-  child.once("exit", () => (exited = true));
-  const kill = (signal) => {
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // already gone
-    }
-  };
-  process.once("exit", () => kill("SIGKILL"));
-  const stop = async () => {
-    if (!exited) {
-      const gone = new Promise((r) => child.once("exit", r));
-      kill("SIGTERM");
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 8000))]);
-      kill("SIGKILL");
-    }
-    await rm(tmp, { recursive: true, force: true });
-  };
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (exited) throw new Error(`the no-op worker exited:\n${output}`);
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`the no-op worker did not answer within 90 s:\n${output}`);
-    }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.ok) break;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return { url, stop, pgid: child.pid, inspectorPort };
-}
 
 /**
  * CPU time (user + system, ms) used so far by the live processes of a dev server's process group: wrangler's Node
