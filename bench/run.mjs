@@ -403,7 +403,8 @@ function report(results, flows) {
 async function main() {
   const loadBefore = os.loadavg().map((l) => l.toFixed(2)).join(" ");
   console.log(`machine: ${machine()}`);
-  console.log(`load: ${CONNECTIONS} connections, ${DURATION_S} s per scenario, ${EMPLOYEES} seeded employees; load average before: ${loadBefore}`);
+  if (CPU_ONLY) console.log(`CPU per request only (npm run bench -- cpu); load average before: ${loadBefore}`);
+  else console.log(`load: ${CONNECTIONS} connections, ${DURATION_S} s per scenario, ${EMPLOYEES} seeded employees; load average before: ${loadBefore}`);
   await ensureBuilt();
 
   const mock = await startMockProviders();

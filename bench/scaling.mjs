@@ -176,22 +176,26 @@ function report(flow, stepsAll, d1) {
   say("measured: local D1 under wrangler dev (SQLite in workerd, this machine), the no-op Worker's /d1-timing:");
   say(`  one round trip of 1 statement: ${fmt(d1.tripMs, 2)} ms; of ${STATEMENTS_BIG} statements: ${fmt(d1.bigTripMs, 2)} ms ` +
     `(${TRIPS} trips each, median of 3)`);
-  say(`  one statement: ${fmt(d1.statementMs, 3)} ms (the difference per extra statement); D1's own meta.duration: ${fmt(d1.sqlMs, 3)} ms`);
-  say("  (a local proxy for the time a statement holds the D1 primary: same SQLite, without D1's durability work)");
+  say(`  one statement: ${fmt(d1.statementMs, 3)} ms with local D1's own handling of it (the difference per extra statement); ` +
+    `its SQL alone, as D1 reports it (meta.duration): ${fmt(d1.sqlMs, 3)} ms`);
+  say("  (LOCAL PROXIES for the time a statement holds the D1 primary: the same SQLite on this machine, without D1's");
+  say("  durability and replication work, and /replay's small statements rather than the login's own)");
 
   const primaryMs = total.d1_statements * d1.statementMs;
+  const sqlOnlyMs = total.d1_statements * d1.sqlMs;
   const loginsPerSecond = 1000 / primaryMs;
   say();
   say("one D1 database (single-threaded: it runs one query at a time):");
-  say(`  D1 primary time per login: ${total.d1_statements} statements x ${fmt(d1.statementMs, 3)} ms = ${fmt(primaryMs, 2)} ms`);
+  say(`  D1 primary time per login: ${total.d1_statements} statements x ${fmt(d1.statementMs, 3)} ms = ${fmt(primaryMs, 2)} ms ` +
+    `(SQL alone: ${fmt(sqlOnlyMs, 2)} ms)`);
   say(`  logins per second one database can take: 1000 / ${fmt(primaryMs, 2)} = ${whole(loginsPerSecond)} ` +
-    `(at 50% busy, to keep queues short: ${whole(loginsPerSecond / 2)})`);
-  say(`  per day at that rate: ${whole(loginsPerSecond * 86_400)} logins; per hour at 50%: ${whole((loginsPerSecond / 2) * 3600)}`);
+    `(at 50% busy, to keep queues short: ${whole(loginsPerSecond / 2)}; from the SQL alone: ${whole(1000 / sqlOnlyMs)})`);
+  say(`  per day at ${whole(loginsPerSecond)}/s: ${whole(loginsPerSecond * 86_400)} logins; per hour at 50% busy: ${whole((loginsPerSecond / 2) * 3600)}`);
 
   const perDay = (limit, perLogin) => (perLogin > 0 ? limit / perLogin : Infinity);
   say();
   say("plan limits that bind first (logins per day, from the counts above; published limits, see the script):");
-  const rows = [["limit", "Free plan", "Paid plan"]];
+  const rows = [["limit", "Free plan, per day", "Paid plan, per day (monthly inclusion / 30)"]];
   rows.push([`D1 rows written (${total.d1_rows_written}/login)`, whole(perDay(PUBLISHED.d1.rowsWrittenPerDay.free, total.d1_rows_written)),
     `${whole(perDay(PUBLISHED.d1.rowsWrittenPerMonthIncluded.paid / 30, total.d1_rows_written))} included, then billed`]);
   rows.push([`D1 rows read (${total.d1_rows_read}/login)`, whole(perDay(PUBLISHED.d1.rowsReadPerDay.free, total.d1_rows_read)),
