@@ -19,7 +19,7 @@ import autocannon from "autocannon";
 import { PATHS } from "../tests/e2e/support/api.mjs";
 import { startMockProviders } from "../tests/e2e/support/mock-providers.mjs";
 import { ROOT, startWorker } from "../tests/e2e/support/worker.mjs";
-import { benchEmail, benchEmployeesSql, positiveInt, serviceVars } from "./support.mjs";
+import { WORKER_NAME, benchEmail, benchEmployeesSql, inspect, positiveInt, serviceVars } from "./support.mjs";
 
 const SCENARIOS = ["me", "generate", "verify", "404"];
 const scenario = process.argv[2] ?? "me";
@@ -28,34 +28,7 @@ const DURATION_S = positiveInt("BENCH_DURATION_SECONDS", 10);
 const CONNECTIONS = positiveInt("BENCH_CONNECTIONS", 16);
 const EMPLOYEES = 2000;
 const TOP = 40;
-const WORKER_NAME = "edge-otp-login"; // wrangler.toml's name: the inspector proxy's path is /core:user:<name>
 const JSON_HEADERS = Object.freeze({ "content-type": "application/json", "cf-connecting-ip": "198.51.100.200" });
-
-/** A Chrome DevTools Protocol session over the inspector proxy (which wants an Origin it allows). */
-async function inspect(port) {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/core:user:${WORKER_NAME}`, { headers: { origin: "http://localhost" } });
-  await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = () => reject(new Error(`could not connect to the inspector on 127.0.0.1:${port}`));
-  });
-  let id = 0;
-  const pending = new Map();
-  ws.onmessage = (m) => {
-    const msg = JSON.parse(m.data);
-    const done = msg.id !== undefined && pending.get(msg.id);
-    if (!done) return;
-    pending.delete(msg.id);
-    if (msg.error) done.reject(new Error(`${done.method}: ${msg.error.message}`));
-    else done.resolve(msg.result);
-  };
-  const call = (method, params = {}) =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${method}: no answer from the inspector`)), 30_000);
-      pending.set(++id, { method, resolve: (r) => (clearTimeout(timer), resolve(r)), reject });
-      ws.send(JSON.stringify({ id, method, params }));
-    });
-  return { call, close: () => ws.close() };
-}
 
 /** Logs `n` employees in through the mock provider; their access tokens. */
 async function logIn(worker, mock, n) {
@@ -130,7 +103,7 @@ async function main() {
       );
     await load(2); // warm-up: JIT and wasm tier-up before sampling
 
-    const inspector = await inspect(worker.inspectorPort);
+    const inspector = await inspect(worker.inspectorPort, WORKER_NAME);
     await inspector.call("Profiler.enable");
     await inspector.call("Profiler.setSamplingInterval", { interval: 100 });
     await inspector.call("Profiler.start");

@@ -3,14 +3,15 @@
 // (the ceiling). Prints requests/s, p50/p99 latency and errors per scenario, each as a ratio of the no-op's
 // requests/s, and the storage work per operation as the worker's adapters count it. Only 127.0.0.1.
 //
+// Then the Worker's own CPU time per request and route (p50, p99), beside the no-op Worker's: bench/cpu.mjs.
+// `npm run bench -- cpu` measures only that (about a minute).
+//
 // Knobs (environment): BENCH_CONNECTIONS (16), BENCH_DURATION_SECONDS (10), BENCH_EMPLOYEES (4000),
-// E2E_SKIP_BUILD=1 to use build/ as it is.
+// BENCH_CPU_LOGINS (100), BENCH_CPU_ME_PER_LOGIN (3), E2E_SKIP_BUILD=1 to use build/ as it is.
 //
 // Both dev servers run without wrangler's local observability collector and local explorer (bench/support.mjs).
 
-import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -20,7 +21,9 @@ import autocannon from "autocannon";
 import { PATHS } from "../tests/e2e/support/api.mjs";
 import { startMockProviders } from "../tests/e2e/support/mock-providers.mjs";
 import { formatStorageTable, kvOps, loginFlowTotals, measureLogin } from "../tests/e2e/support/storage.mjs";
-import { ROOT, ensureBuilt, freePort, startWorker } from "../tests/e2e/support/worker.mjs";
+import { ROOT, ensureBuilt, startWorker } from "../tests/e2e/support/worker.mjs";
+import { formatCpu, measureCpu } from "./cpu.mjs";
+import { startNoop } from "./noop.mjs";
 import { benchEmail, benchEmployeesSql, positiveInt, serviceVars } from "./support.mjs";
 
 const CONNECTIONS = positiveInt("BENCH_CONNECTIONS", 16);
@@ -29,86 +32,12 @@ const EMPLOYEES = positiveInt("BENCH_EMPLOYEES", 4000);
 const REQUEST_TIMEOUT_S = 10;
 const CODE_WAIT_MS = 15_000;
 const TARGETS = Object.freeze({ me: 0.7, flow: 0.3 });
+const CPU_ONLY = process.argv[2] === "cpu";
 
 const QUIET = Object.freeze(["--log-level", "warn"]);
 const JSON_HEADERS = Object.freeze({ "content-type": "application/json", "cf-connecting-ip": "198.51.100.200" });
 
 // ---- the workers ------------------------------------------------------------------------------------------------
-
-/** The no-op Worker of bench/noop under wrangler dev, started the way the harness starts the service. */
-async function startNoop(vars = {}) {
-  const tmp = await mkdtemp(path.join(os.tmpdir(), "otp-bench-noop-"));
-  const port = await freePort();
-  const inspectorPort = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      path.join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js"),
-      "dev",
-      "--config", path.join(ROOT, "bench", "noop", "wrangler.toml"),
-      "--ip", "127.0.0.1",
-      "--port", String(port),
-      "--inspector-port", String(inspectorPort),
-      "--persist-to", path.join(tmp, "state"),
-      "--show-interactive-dev-session=false",
-      ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
-      ...QUIET,
-    ],
-    {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        PATH: `${path.join(ROOT, "node_modules", ".bin")}${path.delimiter}${process.env.PATH ?? ""}`,
-        WRANGLER_SEND_METRICS: "false",
-        CLOUDFLARE_CF_FETCH_ENABLED: "false",
-        WRANGLER_LOG_PATH: path.join(tmp, "logs"),
-        NO_COLOR: "1",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    },
-  );
-  let output = "";
-  let exited = false;
-  child.stdout.on("data", (c) => (output += c));
-  child.stderr.on("data", (c) => (output += c));
-  child.once("exit", () => (exited = true));
-  const kill = (signal) => {
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // already gone
-    }
-  };
-  process.once("exit", () => kill("SIGKILL"));
-  const stop = async () => {
-    if (!exited) {
-      const gone = new Promise((r) => child.once("exit", r));
-      kill("SIGTERM");
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 8000))]);
-      kill("SIGKILL");
-    }
-    await rm(tmp, { recursive: true, force: true });
-  };
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (exited) throw new Error(`the no-op worker exited:\n${output}`);
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`the no-op worker did not answer within 90 s:\n${output}`);
-    }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      if (res.ok) break;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return { url, stop, pgid: child.pid };
-}
 
 /**
  * CPU time (user + system, ms) used so far by the live processes of a dev server's process group: wrangler's Node
@@ -474,23 +403,27 @@ function report(results, flows) {
 async function main() {
   const loadBefore = os.loadavg().map((l) => l.toFixed(2)).join(" ");
   console.log(`machine: ${machine()}`);
-  console.log(`load: ${CONNECTIONS} connections, ${DURATION_S} s per scenario, ${EMPLOYEES} seeded employees; load average before: ${loadBefore}`);
+  if (CPU_ONLY) console.log(`CPU per request only (npm run bench -- cpu); load average before: ${loadBefore}`);
+  else console.log(`load: ${CONNECTIONS} connections, ${DURATION_S} s per scenario, ${EMPLOYEES} seeded employees; load average before: ${loadBefore}`);
   await ensureBuilt();
 
   const mock = await startMockProviders();
   const cleanup = [() => mock.close()];
   try {
     // Storage work per operation, one request at a time, on a worker that counts it (STORAGE_METRICS=1).
-    const probe = await startWorker({ vars: serviceVars(mock, { STORAGE_METRICS: "1" }), sql: benchEmployeesSql(EMPLOYEES) });
-    const steps = await measureLogin(probe, mock, benchEmail(EMPLOYEES));
-    await probe.stop();
-    mock.reset();
+    let steps = [];
+    if (!CPU_ONLY) {
+      const probe = await startWorker({ vars: serviceVars(mock, { STORAGE_METRICS: "1" }), sql: benchEmployeesSql(EMPLOYEES) });
+      steps = await measureLogin(probe, mock, benchEmail(EMPLOYEES));
+      await probe.stop();
+      mock.reset();
+    }
 
     // Load, on a worker that counts nothing (as deployed), beside the no-op. Both without wrangler's log line per
     // request, which costs its Node process as much CPU as the no-op Worker costs workerd.
     const worker = await startWorker({ vars: serviceVars(mock), sql: benchEmployeesSql(EMPLOYEES), devArgs: QUIET });
     cleanup.push(() => worker.stop());
-    const service = { url: worker.url, pgid: worker.process.pid };
+    const service = { url: worker.url, pgid: worker.process.pid, inspectorPort: worker.inspectorPort };
     const noop = await startNoop(deliveryVars(mock));
     cleanup.push(() => noop.stop());
     const init = await fetch(`${noop.url}/replay-init`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_S * 1000) });
@@ -501,6 +434,16 @@ async function main() {
     const warmUp = { duration: 2, connections: Math.min(4, CONNECTIONS) };
     await cannon(noop.url, { method: "GET", path: PATHS.me, ...warmUp });
     await cannon(service.url, { method: "GET", path: PATHS.me, ...warmUp });
+
+    // The Worker's own CPU per request, one request at a time, before any load (bench/cpu.mjs).
+    const cpu = await measureCpu(service, noop, mock, takeEmployee);
+    mock.reset();
+    if (CPU_ONLY) {
+      console.log("");
+      console.log(formatCpu(cpu));
+      console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+      return;
+    }
 
     // Each scenario's ratios are taken against a no-op run right before it (half as long): the speed of a shared
     // machine drifts over minutes, and a single ceiling at the start would carry that drift into every ratio.
@@ -569,6 +512,9 @@ async function main() {
     console.log(`the floor (the no-op making the same storage calls and nothing else): me/ at ${fmt(floorMeRatio * 100, 0)}%, ` +
       `whole logins at ${fmt(floorFlowRatio * 100, 0)}%; the service reaches ` +
       `${fmt((meRatio / floorMeRatio) * 100, 0)}% and ${fmt((flowRatio / floorFlowRatio) * 100, 0)}% of its floor`);
+
+    console.log("");
+    console.log(formatCpu(cpu));
 
     const totals = loginFlowTotals(steps);
     console.log("");

@@ -45,3 +45,32 @@ export function serviceVars(mock, extra = {}) {
     ...extra,
   };
 }
+
+/** wrangler.toml's name: the inspector proxy's path is /core:user:<name>. */
+export const WORKER_NAME = "edge-otp-login";
+
+/** A Chrome DevTools Protocol session over the inspector proxy (which wants an Origin it allows). */
+export async function inspect(port, workerName) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/core:user:${workerName}`, { headers: { origin: "http://localhost" } });
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error(`could not connect to the inspector on 127.0.0.1:${port}`));
+  });
+  let id = 0;
+  const pending = new Map();
+  ws.onmessage = (m) => {
+    const msg = JSON.parse(m.data);
+    const done = msg.id !== undefined && pending.get(msg.id);
+    if (!done) return;
+    pending.delete(msg.id);
+    if (msg.error) done.reject(new Error(`${done.method}: ${msg.error.message}`));
+    else done.resolve(msg.result);
+  };
+  const call = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${method}: no answer from the inspector`)), 30_000);
+      pending.set(++id, { method, resolve: (r) => (clearTimeout(timer), resolve(r)), reject });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  return { call, close: () => ws.close() };
+}

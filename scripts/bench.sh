@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 sh scripts/bootstrap.sh
 PATH="$PWD/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
-exec node bench/run.mjs
+exec node bench/run.mjs "$@"

@@ -1,6 +1,8 @@
 // Answers at once with a small JSON body and the headers the service's answers carry: what any Worker costs in this
 // runtime before it does any work of its own. Three calibration paths first make exactly one storage call each.
 //
+// `/d1-timing` times D1 round trips of a given size, for the scaling model (bench/scaling.mjs).
+//
 // `/replay` makes the storage calls (and the provider call) an operation of the service makes, with no logic around
 // them: the floor that any implementation with the same storage work stays under in this runtime. Its query names
 // the work: `d1=3,2` (two D1 round trips, batches of 3 and 2 statements), `kvr`, `kvw`, `kvd` (KV reads, writes,
@@ -52,6 +54,17 @@ export default {
     if (url.pathname === "/replay-init") {
       await env.DB.exec("CREATE TABLE IF NOT EXISTS replay (k TEXT PRIMARY KEY, v TEXT NOT NULL, n INTEGER NOT NULL)");
       await env.KV.put("replay", "x".repeat(200));
+    } else if (url.pathname === "/d1-timing") {
+      // `trips` D1 round trips one after another, each a batch of `statements` statements of /replay's mix: the time
+      // they took as the Worker saw it, and D1's own figure for its SQL (meta.duration, summed). For bench/scaling.mjs.
+      const trips = count(url.searchParams, "trips") || 1;
+      const statements = Math.max(1, Math.min(100, Number.parseInt(url.searchParams.get("statements") ?? "1", 10) || 1));
+      const started = Date.now();
+      let sqlMs = 0;
+      for (let i = 0; i < trips; i++) {
+        for (const result of await d1Trip(env, statements)) sqlMs += Number(result.meta?.duration ?? 0);
+      }
+      return Response.json({ trips, statements, elapsedMs: Date.now() - started, sqlMs });
     } else if (url.pathname === "/replay") {
       await work(env, url.searchParams, "");
       ctx.waitUntil(work(env, url.searchParams, "a"));

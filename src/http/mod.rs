@@ -30,7 +30,7 @@ use client::{device, request_origin};
 use config::Config;
 use error::ApiError;
 use incoming::Incoming;
-use render::{code_requested, granted, session_json, user_json};
+use render::{code_requested, granted, session_json};
 use route::{is_auth_path, Route};
 
 type Db = D1<D1Binding>;
@@ -286,10 +286,7 @@ async fn authenticated(route: Route, login: &EdgeLogin, auth: &Authenticated) ->
             let ended = login.logout_all(auth).await?;
             Ok(Answer::json(200, &json!({ "message": "Logged out on every device.", "sessions_ended": ended })))
         }
-        Route::Me => {
-            let session = &auth.session;
-            Ok(Answer::json(200, &json!({ "user": user_json(&session.user), "session_id": session.session_id })))
-        }
+        Route::Me => Ok(render::me(&auth.session)),
         Route::Sessions => {
             let sessions = login.list_sessions(auth).await?;
             let current = auth.session.session_id;
