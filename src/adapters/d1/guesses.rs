@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::challenges::{count_request, ip_bucket, IdRow, SessionIdRow};
 use super::rules::{client_within, guess_refusal, held, lock_returning, locked, subject, subject_locked, Verdict};
-use super::sessions::{start_session, ABANDON, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
+use super::sessions::{start_session, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
 use super::{user_by_identifier, user_from, UserRow, D1};
 use crate::adapters::sql::{int, opt_text, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime};
@@ -59,6 +59,10 @@ const RELEASE_CODE: &str = "\
 UPDATE otp_challenges SET consumed_at = NULL
 WHERE identifier = ?1 AND reserved_by = ?2 AND consumed_at IS NOT NULL
   AND EXISTS (SELECT 1 FROM sessions WHERE access_digest = ?3)";
+
+/// A session started with access token ?1 whose answer could not be given ends at ?2.
+pub(super) const ABANDON: &str = "\
+UPDATE sessions SET revoked_at = ?2, revoked_reason = 'answer not delivered' WHERE access_digest = ?1 AND revoked_at IS NULL";
 
 /// A successful login (the session ?4 was started in this batch) clears the subject's failures and lockouts:
 /// ?1 key, ?2 value.

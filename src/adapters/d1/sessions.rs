@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::challenges::{count_request, ip_bucket};
+use super::challenges::{count_request, ip_bucket, SessionIdRow};
 use super::rules::{client_within, refresh_refusal, Verdict};
 use super::{user_from, user_query, UserRow, D1};
 use crate::adapters::sql::{int, opt_int, opt_text, store_error, text, BatchResults, Database, Statement};
@@ -147,10 +147,6 @@ UPDATE refresh_tokens SET replaced_by = NULL, replaced_at = NULL WHERE digest = 
 const FORGET_REFRESH: &str = "DELETE FROM refresh_tokens WHERE digest = ?1";
 const FORGET_ACCESS: &str = "DELETE FROM access_tokens WHERE digest = ?1";
 
-/// A session started with access token ?1 whose answer could not be given ends at ?2.
-pub(super) const ABANDON: &str = "\
-UPDATE sessions SET revoked_at = ?2, revoked_reason = 'answer not delivered' WHERE access_digest = ?1 AND revoked_at IS NULL";
-
 /// Ends one live session of a user: ?1 user, ?2 session, ?3 now, ?4 reason.
 const REVOKE_ONE: &str = "\
 UPDATE sessions SET revoked_at = ?3, revoked_reason = ?4 WHERE user_id = ?1 AND id = ?2 AND revoked_at IS NULL
@@ -182,11 +178,6 @@ SELECT s.id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session
 const LIST_SESSIONS: &str = "\
 SELECT id, created_at, last_used_at, expires_at, user_agent, country, city FROM sessions
 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 ORDER BY last_used_at DESC, id DESC";
-
-#[derive(Deserialize)]
-struct SessionIdRow {
-    id: i64,
-}
 
 #[derive(Deserialize)]
 struct OwnedRow {
