@@ -283,8 +283,10 @@ async fn post(provider: &'static str, request: ProviderRequest) -> Result<(), De
     let controller = AbortController::default();
     let signal = controller.signal();
     let exchange = async {
-        let mut response =
-            Fetch::Request(outgoing.into()).send_with_signal(&signal).await.map_err(|e| failed(format!("network: {e}")))?;
+        let mut response = Fetch::Request(outgoing.into())
+            .send_with_signal(&signal)
+            .await
+            .map_err(|e| failed(format!("network: {e}")))?;
         let status = response.status_code();
         if (200..300).contains(&status) {
             return Ok(());
