@@ -1,6 +1,6 @@
 // The OpenAPI document on its own, without a worker: every example validates against the schema it illustrates
-// (JSON Schema 2020-12, Ajv), and every operation declares its security: `[]` for the public ones, the token schemes
-// for the others.
+// (JSON Schema 2020-12, Ajv), every operation documents exactly the statuses the service can answer for it, and
+// every operation declares its security: `[]` for the public ones, the token schemes for the others.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -65,6 +65,29 @@ describe("the OpenAPI document's examples and security", () => {
       if (!check(value)) failures.push(`${where}: ${JSON.stringify(value)} against ${schemaPointer}: ${ajv.errorsText(check.errors)}`);
     }
     assert.deepEqual(failures, []);
+  });
+
+  // The statuses src/http answers, by what an operation does: every route can be unknown (404), called with another
+  // method (405) or meet a fault (500); a body is read as JSON (400 malformed_json, 413, 415); a token is checked
+  // (401); a route that takes a code or a refresh token without a session is counted per client network (429).
+  test("every operation documents each status the service can answer for it", () => {
+    const takesASecret = ["generateOtp", "resendOtp", "verifyOtp", "refresh", "logout"];
+    const takesAToken = ["refresh", "logout", "logoutAll", "me", "listSessions", "endSession"];
+    const missing = [];
+    for (const item of Object.values(doc.paths)) {
+      for (const op of Object.values(item)) {
+        if (op.operationId === "openapi") continue; // a static asset: 200 only
+        const expected = ["200", "404", "405", "500"];
+        if (op.requestBody) expected.push("400", "413", "415");
+        if (takesAToken.includes(op.operationId)) expected.push("401");
+        if (takesASecret.includes(op.operationId)) expected.push("429");
+        for (const status of expected) if (!op.responses[status]) missing.push(`${op.operationId} ${status}`);
+        for (const status of Object.keys(op.responses)) {
+          if (!expected.includes(status)) missing.push(`${op.operationId} documents ${status}, which it cannot answer`);
+        }
+      }
+    }
+    assert.deepEqual(missing, []);
   });
 
   test("public operations declare security [] and the others their token schemes", () => {
