@@ -18,7 +18,7 @@ pub struct Kv {
 
 /// The access token's key; `scripts/lib/revoke.mjs` deletes these by the digests D1 returns.
 fn session_key(token: &TokenDigest) -> String {
-    format!("session:{}", token.0)
+    format!("session:{}", token.as_str())
 }
 
 fn store_error(e: impl std::fmt::Display) -> StoreError {

@@ -74,3 +74,8 @@ pub trait Database {
 pub fn store_error(e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("D1: {e}"))
 }
+
+/// A token digest as a row holds it; anything else is a storage fault, not a token.
+pub fn stored_digest(text: &str) -> Result<crate::domain::TokenDigest, StoreError> {
+    crate::domain::TokenDigest::parse(text).ok_or_else(|| store_error("a stored token digest is malformed"))
+}

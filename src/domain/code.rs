@@ -59,16 +59,25 @@ impl std::fmt::Debug for OtpCode {
     }
 }
 
-/// Identifies one issued code; a new code for the same identifier gets a new id, which is how the previous code dies.
+/// Identifies one issued code (or one guess, as its nonce): 128 random bits, hex-encoded. A new code for the same
+/// identifier gets a new id, which is how the previous code dies.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ChallengeId(pub String);
+pub struct ChallengeId(String);
 
 impl ChallengeId {
-    /// 128 random bits, hex-encoded.
     pub fn generate(random: &impl Random) -> Result<ChallengeId, RandomError> {
         let mut bytes = [0u8; 16];
         random.fill(&mut bytes)?;
         Ok(ChallengeId(hex::encode(bytes)))
+    }
+
+    /// An id as storage gives it back: exactly 32 lower-case hex characters.
+    pub fn parse(text: &str) -> Option<ChallengeId> {
+        super::token::is_lower_hex(text, 32).then(|| ChallengeId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -9,9 +9,26 @@ use super::{Random, RandomError};
 pub struct Token(String);
 
 /// The SHA-256 of a token, hex-encoded: the storage key for its session. A fast hash is enough here because the
-/// token itself carries 256 bits of entropy.
+/// token itself carries 256 bits of entropy. Made only by [`Token::digest`], or read back from storage by
+/// [`TokenDigest::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenDigest(pub String);
+pub struct TokenDigest(String);
+
+impl TokenDigest {
+    /// A digest as storage gives it back: exactly 64 lower-case hex characters.
+    pub fn parse(text: &str) -> Option<TokenDigest> {
+        is_lower_hex(text, 64).then(|| TokenDigest(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether `text` is exactly `len` lower-case hex characters.
+pub(super) fn is_lower_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// Why an `Authorization` header does not carry a usable token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +60,7 @@ impl Token {
 
     /// Reads a token as the client sends it in a body (the refresh token): exactly 64 lower-case hex characters.
     pub fn parse(text: &str) -> Result<Token, TokenError> {
-        let well_formed =
-            text.len() == TOKEN_BYTES * 2 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if well_formed {
+        if is_lower_hex(text, TOKEN_BYTES * 2) {
             Ok(Token(text.to_owned()))
         } else {
             Err(TokenError::Malformed)

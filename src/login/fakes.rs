@@ -87,15 +87,15 @@ impl MemoryKv {
 impl AccessTokens for MemoryKv {
     async fn put(&self, token: &TokenDigest, session: &Session, _ttl: u64) -> Result<(), StoreError> {
         take_failure(&self.failing_puts)?;
-        self.values.borrow_mut().insert(token.0.clone(), session.encode());
+        self.values.borrow_mut().insert(token.as_str().to_owned(), session.encode());
         Ok(())
     }
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError> {
-        Ok(self.values.borrow().get(&token.0).and_then(|text| Session::decode(text)))
+        Ok(self.values.borrow().get(token.as_str()).and_then(|text| Session::decode(text)))
     }
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError> {
         take_failure(&self.failing_deletes)?;
-        self.values.borrow_mut().remove(&token.0);
+        self.values.borrow_mut().remove(token.as_str());
         Ok(())
     }
 }

@@ -223,7 +223,7 @@ struct SimKv {
 }
 
 fn kv_key(token: &TokenDigest) -> String {
-    format!("session:{}", token.0)
+    format!("session:{}", token.as_str())
 }
 
 impl AccessTokens for SimKv {
@@ -615,7 +615,7 @@ impl Sim {
             }
             let sql = format!("SELECT digest FROM access_tokens WHERE session_id = {session}");
             for digest in self.edge.db.texts(&sql) {
-                for value in self.edge.servable(&kv_key(&TokenDigest(digest))) {
+                for value in self.edge.servable(&kv_key(&TokenDigest::parse(&digest).unwrap())) {
                     if Session::decode(&value).is_some_and(|s| s.expires_at > now) {
                         Self::violation(
                             &self.violations,
@@ -668,7 +668,7 @@ async fn request_code(login: Rc<EdgeLogin>, device: Rc<RefCell<Device>>, edge: R
     }
     let sent = edge.outbox.borrow().iter().rev().find(|(task, _)| *task == id).map(|(_, m)| digits_in(&m.text));
     if let Some(digits) = sent {
-        device.borrow_mut().code = Some((digits, pending.challenge.0.clone()));
+        device.borrow_mut().code = Some((digits, pending.challenge.as_str().to_owned()));
     }
 }
 

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use serde::Deserialize;
 
 use super::D1;
-use crate::adapters::sql::{int, opt_int, opt_text, text, BatchResults, Database, Statement};
+use crate::adapters::sql::{int, opt_int, opt_text, stored_digest, text, BatchResults, Database, Statement};
 use crate::domain::{Identifier, TokenDigest};
 use crate::login::{EventKind, EventLog, LoginEvent, StoreError};
 
@@ -76,7 +76,7 @@ impl<X: Database> EventLog for DeferredEvents<X> {
         }
         let mut statements = Vec::with_capacity(issued.len() + events.len() + 1);
         for token in &issued {
-            statements.push(Statement::new(ENDED_ACCESS, vec![text(&token.0)]));
+            statements.push(Statement::new(ENDED_ACCESS, vec![text(token.as_str())]));
         }
         for event in &events {
             let identifier = event.identifier.as_ref();
@@ -103,7 +103,9 @@ impl<X: Database> EventLog for DeferredEvents<X> {
         self.issued.borrow_mut().clear();
         let mut ended = Vec::new();
         for index in 0..issued.len() {
-            ended.extend(results.rows::<DigestRow>(index)?.into_iter().map(|row| TokenDigest(row.digest)));
+            for row in results.rows::<DigestRow>(index)? {
+                ended.push(stored_digest(&row.digest)?);
+            }
         }
         Ok(ended)
     }

@@ -19,8 +19,14 @@ fn email(n: u32) -> Identifier {
     Identifier::Email(Email::parse(&format!("person{n}@example.com")).unwrap())
 }
 
+/// A well-formed hex value of `len` characters, distinct for each `seed`.
+fn hex_of(seed: &str, len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(seed.as_bytes()))[..len].to_owned()
+}
+
 fn open_code(db: &D1<Sqlite>, who: &Identifier, client: &str, at: i64, policy: &Policy, sms: bool) -> Opening {
-    let challenge = ChallengeId(format!("c{at}{client}{}", who.value()));
+    let challenge = ChallengeId::parse(&hex_of(&format!("c{at}{client}{}", who.value()), 32)).unwrap();
     let code = NewCode { challenge: &challenge, digest: "code-digest", claim_sms_slot: sms };
     run(db.open(who, &code, &ClientIp(client.into()), UnixTime(at), policy)).unwrap()
 }
@@ -31,8 +37,8 @@ fn open(db: &D1<Sqlite>, who: &Identifier, client: &str, at: i64, policy: &Polic
 
 /// A wrong guess.
 fn guess(db: &D1<Sqlite>, who: &Identifier, at: i64, policy: &Policy) -> Attempt {
-    let nonce = ChallengeId(format!("n{at}"));
-    let digest = |s: &str| TokenDigest(format!("{s}{at}"));
+    let nonce = ChallengeId::parse(&hex_of(&format!("n{at}"), 32)).unwrap();
+    let digest = |s: &str| TokenDigest::parse(&hex_of(&format!("{s}{at}"), 64)).unwrap();
     let start = NewSession {
         access: digest("a"),
         access_expires_at: UnixTime(at + 900),

@@ -107,7 +107,7 @@ impl<X: Database> Challenges for D1<X> {
                 text(&key),
                 text(identifier.value()),
                 int(now.0),
-                text(&code.challenge.0),
+                text(code.challenge.as_str()),
                 int(now.plus(policy.code_ttl_seconds).0),
                 text(&bucket),
                 int(policy.ip_send_limit.into()),
@@ -124,12 +124,12 @@ impl<X: Database> Challenges for D1<X> {
             // One bucket per UTC day; the window never rolls over inside it.
             let day = format!("sms:{}", now.0.div_euclid(DAY));
             let slot =
-                Statement::new(CLAIM_SMS_SLOT, vec![text(&day), int(now.0), text(&key), text(&code.challenge.0)]);
+                Statement::new(CLAIM_SMS_SLOT, vec![text(&day), int(now.0), text(&key), text(code.challenge.as_str())]);
             statements.push(slot);
         }
         let results = self.batch(statements).await?;
 
-        if results.first::<IdRow>(open_batch::OPEN)?.is_some_and(|row| row.challenge_id == code.challenge.0) {
+        if results.first::<IdRow>(open_batch::OPEN)?.is_some_and(|row| row.challenge_id == code.challenge.as_str()) {
             let sms_slot = code.claim_sms_slot
                 && results.first::<HitsRow>(open_batch::SMS_SLOT)?.is_some_and(|row| row.hits <= policy.sms_daily_cap);
             let account = user_from(results.first::<UserRow>(open_batch::USER)?)?;

@@ -106,7 +106,7 @@ impl<X: Database> D1<X> {
     ) -> Result<Attempt, StoreError> {
         let key = identifier.key();
         let value = identifier.value();
-        let nonce = &guess.nonce.0;
+        let nonce = guess.nonce.as_str();
         let start = guess.start;
         let device = &start.device;
         let bucket = ip_bucket(client, "verify");
@@ -130,7 +130,7 @@ impl<X: Database> D1<X> {
                 text(nonce),
                 int(now.0),
                 int(start.refresh_expires_at.0),
-                text(&start.access.0),
+                text(start.access.as_str()),
                 int(start.access_expires_at.0),
                 opt_text(device.user_agent.as_deref()),
                 opt_text(device.ip.as_deref()),
@@ -141,9 +141,11 @@ impl<X: Database> D1<X> {
                 text(guess.digest),
             ],
         );
-        let refresh =
-            Statement::new(FIRST_REFRESH_TOKEN, vec![text(&start.refresh.0), text(&start.access.0), int(now.0)]);
-        let access = Statement::new(FIRST_ACCESS_TOKEN, vec![text(&start.access.0)]);
+        let refresh = Statement::new(
+            FIRST_REFRESH_TOKEN,
+            vec![text(start.refresh.as_str()), text(start.access.as_str()), int(now.0)],
+        );
+        let access = Statement::new(FIRST_ACCESS_TOKEN, vec![text(start.access.as_str())]);
         let count = Statement::new(
             COUNT_FAILURE,
             vec![
@@ -156,7 +158,8 @@ impl<X: Database> D1<X> {
                 int(policy.max_consecutive_failures.into()),
             ],
         );
-        let clear = Statement::new(CLEAR_FAILURES, vec![text(&key), text(value), int(now.0), text(&start.access.0)]);
+        let clear =
+            Statement::new(CLEAR_FAILURES, vec![text(&key), text(value), int(now.0), text(start.access.as_str())]);
         let redeem = Statement::new(REDEEM, vec![text(&key), text(nonce), int(now.0), text(guess.digest)]);
         // One transaction decides the guess whoever the identifier belongs to: the same statements for every
         // identifier, and the account read with them.
@@ -208,8 +211,9 @@ impl<X: Database> D1<X> {
         access: &TokenDigest,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let release = Statement::new(RELEASE_CODE, vec![text(&identifier.key()), text(&nonce.0), text(&access.0)]);
-        let abandon = Statement::new(ABANDON, vec![text(&access.0), int(now.0)]);
+        let release =
+            Statement::new(RELEASE_CODE, vec![text(&identifier.key()), text(nonce.as_str()), text(access.as_str())]);
+        let abandon = Statement::new(ABANDON, vec![text(access.as_str()), int(now.0)]);
         self.batch(vec![release, abandon]).await.map(drop)
     }
 }

@@ -5,7 +5,9 @@ use serde::Deserialize;
 use super::challenges::{count_request, ip_bucket, SessionIdRow};
 use super::rules::{client_within, refresh_refusal, Verdict};
 use super::{user_from, user_query, UserRow, D1};
-use crate::adapters::sql::{int, opt_int, opt_text, store_error, text, BatchResults, Database, Statement};
+use crate::adapters::sql::{
+    int, opt_int, opt_text, store_error, stored_digest, text, BatchResults, Database, Statement,
+};
 use crate::domain::{Identifier, TokenDigest, UnixTime};
 use crate::login::{
     ClientIp, NewSession, Policy, RefreshLogout, Revocation, Rotation, Scope, SessionInfo, Sessions, StoreError,
@@ -225,7 +227,7 @@ mod rotate_batch {
 }
 
 fn digests<R: BatchResults>(results: &R, index: usize) -> Result<Vec<TokenDigest>, StoreError> {
-    Ok(results.rows::<DigestRow>(index)?.into_iter().map(|row| TokenDigest(row.digest)).collect())
+    results.rows::<DigestRow>(index)?.iter().map(|row| stored_digest(&row.digest)).collect()
 }
 
 impl<X: Database> Sessions for D1<X> {
@@ -237,7 +239,7 @@ impl<X: Database> Sessions for D1<X> {
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Rotation, StoreError> {
-        let (old, new) = (text(&refresh.0), text(&next.refresh.0));
+        let (old, new) = (text(refresh.as_str()), text(next.refresh.as_str()));
         let bucket = ip_bucket(client, "refresh");
         let limit = int(policy.ip_refresh_limit.into());
         let device = &next.device;
@@ -252,7 +254,7 @@ impl<X: Database> Sessions for D1<X> {
                         new.clone(),
                         int(now.0),
                         int(policy.refresh_reuse_grace_seconds),
-                        text(&next.access.0),
+                        text(next.access.as_str()),
                         text(&bucket),
                         limit.clone(),
                     ],
@@ -260,7 +262,7 @@ impl<X: Database> Sessions for D1<X> {
                 Statement::new(CLAIM_REFRESH, vec![old.clone(), new.clone(), int(now.0)]),
                 Statement::new(
                     NEXT_ACCESS_TOKEN,
-                    vec![old.clone(), new.clone(), text(&next.access.0), int(next.access_expires_at.0)],
+                    vec![old.clone(), new.clone(), text(next.access.as_str()), int(next.access_expires_at.0)],
                 ),
                 Statement::new(
                     MOVE_SESSION,
@@ -268,7 +270,7 @@ impl<X: Database> Sessions for D1<X> {
                         old.clone(),
                         new.clone(),
                         int(now.0),
-                        text(&next.access.0),
+                        text(next.access.as_str()),
                         int(next.access_expires_at.0),
                         int(next.refresh_expires_at.0),
                         int(policy.session_max_seconds),
@@ -294,7 +296,10 @@ impl<X: Database> Sessions for D1<X> {
         }
         if let Some(moved) = results.first::<MovedRow>(rotate_batch::MOVE)? {
             let claimed = results.first::<SessionIdRow>(rotate_batch::CLAIM)?.is_some();
-            let previous = results.first::<AccessRow>(rotate_batch::PAIRED)?.map(|row| TokenDigest(row.access_digest));
+            let previous = results
+                .first::<AccessRow>(rotate_batch::PAIRED)?
+                .map(|row| stored_digest(&row.access_digest))
+                .transpose()?;
             return match user_from(results.first::<UserRow>(rotate_batch::USER)?)? {
                 Some(user) => Ok(Rotation::Rotated {
                     session_id: moved.id,
@@ -316,10 +321,10 @@ impl<X: Database> Sessions for D1<X> {
     }
 
     async fn unrotate(&self, refresh: &TokenDigest, next: &NewSession) -> Result<(), StoreError> {
-        let (old, new) = (text(&refresh.0), text(&next.refresh.0));
+        let (old, new) = (text(refresh.as_str()), text(next.refresh.as_str()));
         self.batch(vec![
             Statement::new(RESTORE_REFRESH, vec![old, new.clone()]),
-            Statement::new(FORGET_ACCESS, vec![text(&next.access.0)]),
+            Statement::new(FORGET_ACCESS, vec![text(next.access.as_str())]),
             Statement::new(FORGET_REFRESH, vec![new]),
         ])
         .await
@@ -349,7 +354,7 @@ impl<X: Database> Sessions for D1<X> {
         policy: &Policy,
     ) -> Result<RefreshLogout, StoreError> {
         let bucket = ip_bucket(client, "refresh");
-        let token = text(&refresh.0);
+        let token = text(refresh.as_str());
         let results = self
             .batch(vec![
                 count_request(&bucket, now, policy),

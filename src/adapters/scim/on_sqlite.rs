@@ -23,7 +23,7 @@ fn world() -> (Sqlite, ScimStore<Sqlite>, i64) {
     db.execute(&format!(
         "INSERT INTO user_groups (user_id, group_id) SELECT {id}, id FROM groups WHERE name IN ('Employees', 'Sales');
              INSERT INTO sessions (user_id, created_at, last_used_at, expires_at, access_digest, access_expires_at)
-             VALUES ({id}, 1, 1, {far}, 'digest-a', {far}), ({id}, 1, 1, {far}, 'digest-b', {far});",
+             VALUES ({id}, 1, 1, {far}, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', {far}), ({id}, 1, 1, {far}, 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', {far});",
         id = sam.id,
         far = NOW + 86_400
     ));
@@ -56,9 +56,9 @@ fn deactivating_ends_every_session_in_the_same_batch_and_returns_their_access_to
 
     let inactive = UserFields { active: Some(false), ..renamed };
     let changed = run(store.update_user(id, &inactive, &audit("update", "scim: deactivated"))).unwrap();
-    let mut ended: Vec<String> = changed.ended.into_iter().map(|d| d.0).collect();
+    let mut ended: Vec<String> = changed.ended.iter().map(|d| d.as_str().to_owned()).collect();
     ended.sort();
-    assert_eq!(ended, ["digest-a", "digest-b"]);
+    assert_eq!(ended, ["a".repeat(64), "b".repeat(64)]);
     assert_eq!(live_sessions(&db, id), 0);
     assert_eq!(
         db.number(

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::sql::{store_error, BatchResults};
+use super::super::sql::{store_error, stored_digest, BatchResults};
 use crate::domain::TokenDigest;
 use crate::login::StoreError;
 use crate::scim::resource::{StoredGroup, StoredUser, UserFields};
@@ -24,7 +24,7 @@ pub(super) fn objects(results: &impl BatchResults, index: usize) -> Result<Vec<V
 
 pub(super) fn digests(results: &impl BatchResults, index: usize) -> Result<Vec<TokenDigest>, StoreError> {
     let listed = texts(results, index)?;
-    Ok(listed.iter().flat_map(|v| v.split(',')).map(|digest| TokenDigest(digest.to_owned())).collect())
+    listed.iter().flat_map(|v| v.split(',')).map(stored_digest).collect()
 }
 
 pub(super) fn string(row: &Value, key: &str) -> Option<String> {
