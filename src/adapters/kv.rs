@@ -5,7 +5,7 @@
 use worker::kv::KvStore;
 
 use super::meter::Meter;
-use crate::domain::TokenDigest;
+use crate::domain::{Seconds, TokenDigest};
 use crate::login::{AccessTokens, Session, StoreError};
 
 /// The `AUTH_KV` namespace. The binding is private: every KV call goes through the methods below, which report it
@@ -32,12 +32,12 @@ impl Kv {
 }
 
 impl AccessTokens for Kv {
-    async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError> {
+    async fn put(&self, token: &TokenDigest, session: &Session, ttl: Seconds) -> Result<(), StoreError> {
         self.meter.kv_write();
         // As bytes: `put` with a `String` goes through serde and would link float formatting into the wasm for a
         // case (a number) that never happens here. KV stores bytes either way; `get(...).text()` reads them back.
         let put = self.store.put_bytes(&session_key(token), session.encode().as_bytes()).map_err(store_error)?;
-        put.expiration_ttl(ttl_seconds).execute().await.map_err(store_error)
+        put.expiration_ttl(u64::from(ttl.get())).execute().await.map_err(store_error)
     }
 
     /// A value this code cannot use (corrupt, or of a shape it does not know) is no token: the client gets a 401.

@@ -14,7 +14,7 @@ mod statements;
 use serde_json::Value;
 
 use super::sql::{int, opt_text, store_error, text, BatchResults, Database, Param, Statement};
-use crate::domain::TokenDigest;
+use crate::domain::{Seconds, TokenDigest};
 use crate::login::StoreError;
 use crate::scim::resource::{GroupFields, StoredGroup, StoredUser, UserFields};
 pub use columns::{group_column, user_column};
@@ -79,8 +79,9 @@ impl<X: Database> ScimStore<X> {
     }
 
     /// Counts a request in the client's window; returns the hits so far and when the window started.
-    pub async fn count_request(&self, bucket: &str, now: i64, window: i64) -> Result<(u32, i64), StoreError> {
-        let results = self.read(vec![self.statement(COUNT_REQUEST, &[text(bucket), int(now), int(window)])?]).await?;
+    pub async fn count_request(&self, bucket: &str, now: i64, window: Seconds) -> Result<(u32, i64), StoreError> {
+        let results =
+            self.read(vec![self.statement(COUNT_REQUEST, &[text(bucket), int(now), int(window.as_i64())])?]).await?;
         let row = texts(&results, 0)?.into_iter().next().unwrap_or_default();
         let mut numbers = row.split(' ').map(|n| n.parse::<i64>().ok());
         match (numbers.next().flatten(), numbers.next().flatten()) {

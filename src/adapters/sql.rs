@@ -32,6 +32,11 @@ impl Statement {
     }
 }
 
+/// A duration, bound as its whole seconds.
+pub fn secs(value: crate::domain::Seconds) -> Param {
+    Param::Int(value.as_i64())
+}
+
 pub fn int(value: i64) -> Param {
     Param::Int(value)
 }

@@ -15,7 +15,7 @@ pub use email::{Email, EmailError};
 pub use identifier::{Channel, Identifier};
 pub use locale::{Locale, LocaleError};
 pub use phone::{PhoneNumber, PhoneNumberError};
-pub use time::{CivilTime, UnixTime};
+pub use time::{CivilTime, Seconds, UnixTime};
 pub use token::{Token, TokenDigest, TokenError};
 pub use user::{Profile, User};
 

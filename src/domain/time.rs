@@ -1,8 +1,45 @@
+use serde::{Deserialize, Serialize};
+
 /// A point in time as whole seconds since the Unix epoch (UTC).
 ///
 /// The Workers runtime has no `SystemTime::now`, so time always comes from an injected clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct UnixTime(pub i64);
+
+/// A length of time in whole seconds, never negative: every duration of the service (a limit's window, a lifetime, a
+/// wait) is one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seconds(u32);
+
+impl Seconds {
+    pub const ZERO: Seconds = Seconds(0);
+    pub const MINUTE: Seconds = Seconds(60);
+    pub const HOUR: Seconds = Seconds(3600);
+    pub const DAY: Seconds = Seconds(86_400);
+
+    pub const fn new(seconds: u32) -> Seconds {
+        Seconds(seconds)
+    }
+
+    /// `None` when negative or beyond a `u32`'s 136 years.
+    pub fn from_i64(seconds: i64) -> Option<Seconds> {
+        u32::try_from(seconds).ok().map(Seconds)
+    }
+
+    /// `n` times this length, saturating.
+    pub const fn times(self, n: u32) -> Seconds {
+        Seconds(self.0.saturating_mul(n))
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    pub const fn as_i64(self) -> i64 {
+        self.0 as i64
+    }
+}
 
 /// A UTC calendar date and time of day, as protocols that sign or compare dates need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,14 +55,19 @@ pub struct CivilTime {
 const DAY: i64 = 86_400;
 
 impl UnixTime {
-    /// This instant moved `seconds` later (or earlier when negative).
-    pub fn plus(self, seconds: i64) -> UnixTime {
-        UnixTime(self.0.saturating_add(seconds))
+    /// This instant moved `length` later.
+    pub fn plus(self, length: Seconds) -> UnixTime {
+        UnixTime(self.0.saturating_add(length.as_i64()))
     }
 
-    /// Whole seconds from `self` until `later`, never below zero.
-    pub fn seconds_until(self, later: UnixTime) -> u64 {
-        u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0)
+    /// This instant moved `length` earlier.
+    pub fn minus(self, length: Seconds) -> UnixTime {
+        UnixTime(self.0.saturating_sub(length.as_i64()))
+    }
+
+    /// The time from `self` until `later`, never below zero.
+    pub fn seconds_until(self, later: UnixTime) -> Seconds {
+        Seconds(u32::try_from(later.0.saturating_sub(self.0).max(0)).unwrap_or(u32::MAX))
     }
 
     /// Midnight UTC at the start of a proleptic Gregorian date; `None` when the date does not exist.

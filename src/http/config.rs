@@ -6,7 +6,7 @@ use worker::Env;
 
 use crate::adapters::delivery::{provider_list, setting, EmailProvider, SmsProvider};
 use crate::adapters::runtime::WorkerClock;
-use crate::domain::CodeHasher;
+use crate::domain::{CodeHasher, Seconds};
 use crate::login::{Clock, MessageSettings, Policy, TestLoginRules, TestLogins, NIST_MAX_CONSECUTIVE_FAILURES};
 
 use super::cors::Cors;
@@ -25,9 +25,9 @@ pub struct Config {
     /// Identifiers with a fixed code that are never sent anything (`TEST_LOGINS`).
     pub test_logins: TestLogins,
     /// How long audit rows are kept.
-    pub event_retention_seconds: i64,
+    pub event_retention: Seconds,
     /// How long a session row is kept after it was revoked or expired.
-    pub session_retention_seconds: i64,
+    pub session_retention: Seconds,
     /// Gateway mode: set when `ORIGIN_URL` is.
     pub gateway: Option<Gateway>,
     /// Country calling codes accepted for phone numbers; empty accepts all.
@@ -48,6 +48,20 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A duration setting: a whole number of `unit`s in `range`.
+fn duration(
+    env: &Env,
+    name: &str,
+    unit: Seconds,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Seconds, ConfigError> {
+    let range = i64::from(*range.start())..=i64::from(*range.end());
+    let count = number(env, name, i64::from(default), range)?;
+    // Within the range's u32 bounds, so the conversion holds.
+    Ok(unit.times(u32::try_from(count).unwrap_or(u32::MAX)))
 }
 
 fn number(env: &Env, name: &str, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ConfigError> {
@@ -96,25 +110,25 @@ impl Config {
         let production = !is_development(setting(env, "ENVIRONMENT").as_deref());
         let defaults = Policy::default();
         let policy = Policy {
-            code_ttl_seconds: 60 * number(env, "OTP_TTL_MINUTES", 10, 1..=60)?,
+            code_ttl: duration(env, "OTP_TTL_MINUTES", Seconds::MINUTE, 10, 1..=60)?,
             max_failed_attempts: count(env, "OTP_MAX_ATTEMPTS", defaults.max_failed_attempts, 10)?,
-            lockout_seconds: 60 * number(env, "OTP_LOCKOUT_MINUTES", 15, 1..=24 * 60)?,
+            lockout: duration(env, "OTP_LOCKOUT_MINUTES", Seconds::MINUTE, 15, 1..=24 * 60)?,
             max_consecutive_failures: count(
                 env,
                 "OTP_MAX_CONSECUTIVE_FAILURES",
                 defaults.max_consecutive_failures,
                 NIST_MAX_CONSECUTIVE_FAILURES,
             )?,
-            resend_cooldown_seconds: number(env, "OTP_RESEND_COOLDOWN_SECONDS", 60, 1..=3600)?,
+            resend_cooldown: duration(env, "OTP_RESEND_COOLDOWN_SECONDS", Seconds::new(1), 60, 1..=3600)?,
             max_sends_per_hour: count(env, "OTP_MAX_SENDS_PER_HOUR", defaults.max_sends_per_hour, 100)?,
-            ip_window_seconds: number(env, "RATE_LIMIT_WINDOW_SECONDS", 900, 1..=86_400)?,
+            ip_window: duration(env, "RATE_LIMIT_WINDOW_SECONDS", Seconds::new(1), 900, 1..=86_400)?,
             ip_send_limit: count(env, "RATE_LIMIT_IP_SENDS", defaults.ip_send_limit, 1_000_000)?,
             ip_verify_limit: count(env, "RATE_LIMIT_IP_VERIFIES", defaults.ip_verify_limit, 1_000_000)?,
             ip_refresh_limit: count(env, "RATE_LIMIT_IP_REFRESHES", defaults.ip_refresh_limit, 1_000_000)?,
-            access_ttl_seconds: number(env, "ACCESS_TOKEN_TTL_SECONDS", 900, 60..=86_400)?,
-            refresh_ttl_seconds: 86_400 * number(env, "TOKEN_TTL_DAYS", 30, 1..=365)?,
-            session_max_seconds: 86_400 * number(env, "SESSION_MAX_DAYS", 90, 1..=365)?,
-            refresh_reuse_grace_seconds: number(env, "REFRESH_REUSE_GRACE_SECONDS", 30, 0..=300)?,
+            access_ttl: duration(env, "ACCESS_TOKEN_TTL_SECONDS", Seconds::new(1), 900, 60..=86_400)?,
+            refresh_ttl: duration(env, "TOKEN_TTL_DAYS", Seconds::DAY, 30, 1..=365)?,
+            session_max: duration(env, "SESSION_MAX_DAYS", Seconds::DAY, 90, 1..=365)?,
+            refresh_reuse_grace: duration(env, "REFRESH_REUSE_GRACE_SECONDS", Seconds::new(1), 30, 0..=300)?,
             sms_daily_cap: count(env, "SMS_DAILY_CAP", defaults.sms_daily_cap, 10_000_000)?,
         };
 
@@ -199,13 +213,13 @@ impl Config {
         };
 
         #[cfg(feature = "scim")]
-        let scim = ScimSettings::from_env(env, policy.ip_window_seconds)?;
+        let scim = ScimSettings::from_env(env, policy.ip_window)?;
 
         Ok(Config {
             #[cfg(feature = "scim")]
             scim,
-            event_retention_seconds: 86_400 * number(env, "EVENT_RETENTION_DAYS", 90, 1..=3650)?,
-            session_retention_seconds: 86_400 * number(env, "SESSION_RETENTION_DAYS", 30, 1..=3650)?,
+            event_retention: duration(env, "EVENT_RETENTION_DAYS", Seconds::DAY, 90, 1..=3650)?,
+            session_retention: duration(env, "SESSION_RETENTION_DAYS", Seconds::DAY, 30, 1..=3650)?,
             gateway,
             phone_calling_codes,
             storage_metrics,

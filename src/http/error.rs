@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::answer::Answer;
-use crate::domain::{EmailError, PhoneNumberError};
+use crate::domain::{EmailError, PhoneNumberError, Seconds};
 use crate::login::{AuthError, InternalError, LoginError, Refusal};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +33,11 @@ pub enum ApiError {
     /// 415: the body is not declared as `application/json`.
     UnsupportedMediaType,
     /// 429: a per-IP limit or the per-identifier hourly cap.
-    RateLimited { retry_after: u64 },
+    RateLimited { retry_after: Seconds },
     /// 429: a code was sent to this identifier moments ago.
-    ResendCooldown { retry_after: u64 },
+    ResendCooldown { retry_after: Seconds },
     /// 429: too many wrong codes in a row for this account; the lockout ends after `retry_after`.
-    OtpLocked { retry_after: u64 },
+    OtpLocked { retry_after: Seconds },
     /// 429: so many wrong codes in a row that only an administrator can unlock the account; `Retry-After` says a
     /// day, the longest any lockout lasts.
     AccountLocked,
@@ -121,12 +121,14 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => format!("Method not allowed; use {allow}."),
             ApiError::PayloadTooLarge => "The request body is too large.".into(),
             ApiError::UnsupportedMediaType => "Send the request body as application/json.".into(),
-            ApiError::RateLimited { retry_after } => format!("Too many requests. Try again in {retry_after} seconds."),
+            ApiError::RateLimited { retry_after } => {
+                format!("Too many requests. Try again in {} seconds.", retry_after.get())
+            }
             ApiError::ResendCooldown { retry_after } => {
-                format!("A code was sent moments ago. You can ask for a new one in {retry_after} seconds.")
+                format!("A code was sent moments ago. You can ask for a new one in {} seconds.", retry_after.get())
             }
             ApiError::OtpLocked { retry_after } => {
-                format!("Too many wrong codes. Try again in {} minutes.", retry_after.div_ceil(60))
+                format!("Too many wrong codes. Try again in {} minutes.", retry_after.get().div_ceil(60))
             }
             ApiError::AccountLocked => "Too many wrong codes. Ask your administrator to unlock your account.".into(),
             ApiError::Internal => "Something went wrong on our side. Please try again.".into(),
@@ -134,7 +136,7 @@ impl ApiError {
         }
     }
 
-    fn retry_after(&self) -> Option<u64> {
+    fn retry_after(&self) -> Option<Seconds> {
         match self {
             ApiError::RateLimited { retry_after }
             | ApiError::ResendCooldown { retry_after }
@@ -156,11 +158,11 @@ impl ApiError {
             error.insert("attempts_remaining".into(), 0.into());
         }
         if let Some(seconds) = self.retry_after() {
-            error.insert("retry_after_seconds".into(), seconds.into());
+            error.insert("retry_after_seconds".into(), seconds.get().into());
         }
         let mut answer = Answer::json(self.status(), &json!({ "error": Value::Object(error) }));
         if let Some(seconds) = self.retry_after() {
-            answer.header("Retry-After", seconds.to_string());
+            answer.header("Retry-After", seconds.get().to_string());
         }
         match self {
             ApiError::NotAuthenticated => answer.header("WWW-Authenticate", "Token realm=\"api\""),

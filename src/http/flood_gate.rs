@@ -9,11 +9,11 @@ use std::cell::RefCell;
 
 use worker::Env;
 
-use crate::domain::UnixTime;
+use crate::domain::{Seconds, UnixTime};
 use crate::login::ClientIp;
 
 /// The binding's period (`simple.period` in wrangler.toml): how long a refused client waits at most.
-pub const PERIOD_SECONDS: u64 = 60;
+pub const PERIOD: Seconds = Seconds::MINUTE;
 
 /// The most client networks one isolate remembers for sampling its audit rows.
 const REMEMBERED_NETWORKS: usize = 256;

@@ -60,7 +60,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let purged = async {
         let config = Config::load(&env).map_err(|e| e.to_string())?;
         let db = D1::new(D1Binding::new(env.d1("DB").map_err(|e| e.to_string())?, Meter::new(false)));
-        let (events, sessions) = (config.event_retention_seconds, config.session_retention_seconds);
+        let (events, sessions) = (config.event_retention, config.session_retention);
         db.purge(WorkerClock.now(), &config.policy, events, sessions).await.map_err(|e| e.0)
     };
     match purged.await {
@@ -203,7 +203,7 @@ async fn handle(
             });
             after_later(ctx, login, meter, route);
         }
-        return Err(ApiError::RateLimited { retry_after: flood_gate::PERIOD_SECONDS });
+        return Err(ApiError::RateLimited { retry_after: flood_gate::PERIOD });
     }
     match route {
         Route::GenerateOtp | Route::ResendOtp => {
@@ -257,7 +257,7 @@ async fn handle(
             }
             let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
             if !flood_gate::admits(env, &client).await {
-                return Err(ApiError::RateLimited { retry_after: flood_gate::PERIOD_SECONDS });
+                return Err(ApiError::RateLimited { retry_after: flood_gate::PERIOD });
             }
             let outcome = login.logout_by_refresh(&presented, &client).await;
             after_later(ctx, login, meter, route);

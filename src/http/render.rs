@@ -13,9 +13,9 @@ use crate::login::{LoginGrant, PendingCode, Session, SessionInfo};
 pub(super) fn granted(message: &str, grant: &LoginGrant) -> Answer {
     let tokens = &grant.tokens;
     typed_json(&GrantBody {
-        expires_in: tokens.access_expires_in,
+        expires_in: tokens.access_expires_in.get(),
         message,
-        refresh_expires_in: tokens.refresh_expires_in,
+        refresh_expires_in: tokens.refresh_expires_in.get(),
         refresh_token: tokens.refresh.expose(),
         session_id: tokens.session_id,
         token: tokens.access.expose(),
@@ -50,8 +50,8 @@ pub(super) fn code_requested(pending: &PendingCode, config: &Config) -> Answer {
             "message": "If this account may sign in, a verification code has been sent.",
             "otp_type": pending.identifier.channel().as_str(),
             "contact_info": pending.identifier.value(),
-            "expires_in_minutes": config.policy.code_ttl_seconds / 60,
-            "resend_available_in_seconds": config.policy.resend_cooldown_seconds,
+            "expires_in_minutes": config.policy.code_ttl.get() / 60,
+            "resend_available_in_seconds": config.policy.resend_cooldown.get(),
         }),
     )
 }
@@ -68,9 +68,9 @@ fn typed_json<T: Serialize>(body: &T) -> Answer {
 
 #[derive(Serialize)]
 struct GrantBody<'a> {
-    expires_in: i64,
+    expires_in: u32,
     message: &'a str,
-    refresh_expires_in: i64,
+    refresh_expires_in: u32,
     refresh_token: &'a str,
     session_id: i64,
     token: &'a str,

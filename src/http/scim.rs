@@ -105,7 +105,7 @@ impl Scim<'_> {
             .await
             .map_err(|e| error_answer(&internal("rate limit", &e.0)))?;
         if hits > settings.limit {
-            let retry = (started + settings.window - self.now).max(1);
+            let retry = (started + settings.window.as_i64() - self.now).max(1);
             let mut refused =
                 error_answer(&ScimError::status(429, format!("Too many requests. Try again in {retry} seconds.")));
             refused.header("Retry-After", retry.to_string());

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use super::ports::*;
 use super::Message;
-use crate::domain::{Random, RandomError, TokenDigest, UnixTime};
+use crate::domain::{Random, RandomError, Seconds, TokenDigest, UnixTime};
 
 #[derive(Clone, Default)]
 pub struct FakeClock(pub Rc<Cell<i64>>);
@@ -85,7 +85,7 @@ impl MemoryKv {
 }
 
 impl AccessTokens for MemoryKv {
-    async fn put(&self, token: &TokenDigest, session: &Session, _ttl: u64) -> Result<(), StoreError> {
+    async fn put(&self, token: &TokenDigest, session: &Session, _ttl: Seconds) -> Result<(), StoreError> {
         take_failure(&self.failing_puts)?;
         self.values.borrow_mut().insert(token.as_str().to_owned(), session.encode());
         Ok(())

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::message::Message;
 use super::policy::{Policy, Refusal};
 use super::ClientIp;
-use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime, User};
+use crate::domain::{ChallengeId, Identifier, Seconds, TokenDigest, UnixTime, User};
 
 /// A storage call failed; the text is for the log, never for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub enum Opening {
     /// itself never depends on it. `sms_slot` is whether one of today's SMS slots was taken for this code (only
     /// asked for SMS codes that are sent, and only taken for an account that may log in).
     Issued {
-        account: Option<User>,
+        account: Option<Box<User>>,
         sms_slot: bool,
     },
     Refused(Refusal),
@@ -163,7 +163,7 @@ impl Session {
 /// Access tokens in a store with expiration (KV).
 pub trait AccessTokens {
     /// Stores the token; KV keeps it at most `ttl_seconds` (the value's own expiry is checked on every read).
-    async fn put(&self, token: &TokenDigest, session: &Session, ttl_seconds: u64) -> Result<(), StoreError>;
+    async fn put(&self, token: &TokenDigest, session: &Session, ttl: Seconds) -> Result<(), StoreError>;
     async fn get(&self, token: &TokenDigest) -> Result<Option<Session>, StoreError>;
     async fn delete(&self, token: &TokenDigest) -> Result<(), StoreError>;
 }

@@ -7,7 +7,7 @@ use super::ports::{
 use super::test_logins::TestLogins;
 use super::ClientIp;
 use crate::domain::{
-    ChallengeId, Channel, CodeHasher, Identifier, Locale, OtpCode, Random, RandomError, Token, UnixTime, User,
+    ChallengeId, Channel, CodeHasher, Identifier, Locale, OtpCode, Random, RandomError, Seconds, Token, UnixTime, User,
 };
 
 /// The outside world the login use cases need, named once per deployment (the Worker, the host tests, the edge
@@ -125,11 +125,11 @@ impl PendingCode {
 pub struct TokenPair {
     pub session_id: i64,
     pub access: Token,
-    /// Seconds until the access token expires.
-    pub access_expires_in: i64,
+    /// How long until the access token expires.
+    pub access_expires_in: Seconds,
     pub refresh: Token,
-    /// Seconds until the refresh token expires.
-    pub refresh_expires_in: i64,
+    /// How long until the refresh token expires.
+    pub refresh_expires_in: Seconds,
 }
 
 /// A successful login or refresh.
@@ -140,7 +140,7 @@ pub struct LoginGrant {
 }
 
 /// KV refuses expirations under a minute.
-const MIN_STORE_TTL: u64 = 60;
+const MIN_STORE_TTL: Seconds = Seconds::MINUTE;
 
 /// Session ids are chosen at random below 2^48 (at most 15 digits, exact as a JS number), so that the session is
 /// known before the statement that starts it commits.
@@ -176,9 +176,9 @@ impl<P: Ports> Login<P> {
             Opening::Issued { account, sms_slot } => Ok(PendingCode {
                 identifier,
                 challenge,
-                expires_at: now.plus(self.policy.code_ttl_seconds),
+                expires_at: now.plus(self.policy.code_ttl),
                 locale: None,
-                account,
+                account: account.map(|user| *user),
                 code,
                 fixed: fixed.is_some(),
                 sms_slot,
@@ -214,7 +214,7 @@ impl<P: Ports> Login<P> {
         }
 
         let language = Language::choose(pending.locale.as_ref(), user.profile.locale.as_deref());
-        let ttl_minutes = self.policy.code_ttl_seconds / 60;
+        let ttl_minutes = i64::from(self.policy.code_ttl.get() / 60);
         let message = Message::one_time_code(&self.messages, identifier, &pending.code, ttl_minutes, language);
         let report = self.notifier.send(&message).await;
         for failure in report.failures {
@@ -321,8 +321,8 @@ impl<P: Ports> Login<P> {
     }
 
     /// How long KV keeps an access token (its value carries its own expiry; KV refuses less than a minute).
-    pub(super) fn access_ttl(&self) -> u64 {
-        u64::try_from(self.policy.access_ttl_seconds).unwrap_or(0).max(MIN_STORE_TTL)
+    pub(super) fn access_ttl(&self) -> Seconds {
+        self.policy.access_ttl.max(MIN_STORE_TTL)
     }
 
     /// The value an access token is stored with.
@@ -342,9 +342,9 @@ impl<P: Ports> Login<P> {
         let refresh = Token::generate(&self.random)?;
         let start = NewSession {
             access: access.digest(),
-            access_expires_at: now.plus(self.policy.access_ttl_seconds),
+            access_expires_at: now.plus(self.policy.access_ttl),
             refresh: refresh.digest(),
-            refresh_expires_at: now.plus(self.policy.refresh_ttl_seconds.min(self.policy.session_max_seconds)),
+            refresh_expires_at: now.plus(self.policy.refresh_ttl.min(self.policy.session_max)),
             device: device.clone(),
         };
         Ok((access, refresh, start))
@@ -362,9 +362,9 @@ impl<P: Ports> Login<P> {
         TokenPair {
             session_id,
             access,
-            access_expires_in: self.policy.access_ttl_seconds,
+            access_expires_in: self.policy.access_ttl,
             refresh,
-            refresh_expires_in: now.seconds_until(start.refresh_expires_at) as i64,
+            refresh_expires_in: now.seconds_until(start.refresh_expires_at),
         }
     }
 }

@@ -33,7 +33,7 @@ use super::*;
 use crate::adapters::d1::{DeferredEvents, RequestOrigin, D1};
 use crate::adapters::sql::{BatchResults, Database, Statement};
 use crate::adapters::sqlite::{Sqlite, SqliteResults};
-use crate::domain::{CodeHasher, Email, Identifier, OtpCode, PhoneNumber, Token, TokenDigest};
+use crate::domain::{CodeHasher, Email, Identifier, OtpCode, PhoneNumber, Seconds, Token, TokenDigest};
 
 /// How long a KV location may serve a value or a miss it read (Cloudflare's documented propagation bound).
 const PROPAGATION: i64 = 60;
@@ -227,7 +227,7 @@ fn kv_key(token: &TokenDigest) -> String {
 }
 
 impl AccessTokens for SimKv {
-    async fn put(&self, token: &TokenDigest, session: &Session, _ttl: u64) -> Result<(), StoreError> {
+    async fn put(&self, token: &TokenDigest, session: &Session, _ttl: Seconds) -> Result<(), StoreError> {
         Yield(false).await;
         let edge = &self.edge;
         if edge.fault(edge.fail_kv_put) {

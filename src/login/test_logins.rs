@@ -2,7 +2,7 @@
 //! and for which nothing is sent. Every other rule still applies to them (active employee in D1, limits, lockout,
 //! one-time use); only the code's origin differs.
 
-use crate::domain::{Email, Identifier, OtpCode, PhoneNumber, UnixTime};
+use crate::domain::{Email, Identifier, OtpCode, PhoneNumber, Seconds, UnixTime};
 
 /// The declared test identifiers and the instant they stop working.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,9 +22,9 @@ pub struct TestLoginRules {
 }
 
 /// Longest a declaration may stay valid: an app-store review takes days, not months.
-pub const MAX_DAYS_IN_PRODUCTION: i64 = 30;
+pub const MAX_DAYS_IN_PRODUCTION: u32 = 30;
 /// Longest elsewhere (QA, benchmarks).
-pub const MAX_DAYS_ELSEWHERE: i64 = 366;
+pub const MAX_DAYS_ELSEWHERE: u32 = 366;
 
 impl TestLogins {
     /// Reads `spec` (`TEST_LOGINS`: comma-separated `identifier=code`, e.g. `review@example.com=246810,
@@ -46,7 +46,7 @@ impl TestLogins {
         let expires_at = UnixTime::parse_date(expires)
             .ok_or_else(|| format!("TEST_LOGINS_EXPIRE {expires:?} is not a date in the form YYYY-MM-DD"))?;
         let max_days = if rules.production { MAX_DAYS_IN_PRODUCTION } else { MAX_DAYS_ELSEWHERE };
-        if expires_at > rules.now.plus(max_days * 86_400) {
+        if expires_at > rules.now.plus(Seconds::DAY.times(max_days)) {
             return Err(format!("TEST_LOGINS_EXPIRE {expires} is more than {max_days} days ahead"));
         }
 
@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(logins.code_for(&phone, NOW).map(OtpCode::expose), Some("135790"));
         assert_eq!(logins.code_for(&email("someone@example.com"), NOW), None);
         let end = UnixTime::parse_date("2026-12-15").unwrap();
-        assert!(logins.code_for(&phone, end.plus(-1)).is_some());
+        assert!(logins.code_for(&phone, end.minus(Seconds::new(1))).is_some());
         assert_eq!(logins.code_for(&phone, end), None, "dead from the first second of the expiry date");
         assert_eq!(logins.summary(), Some((2, end)));
     }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use crate::adapters::sql::{Database, Statement};
 use crate::adapters::sqlite::{Sqlite, SqliteResults};
-use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, Token, UnixTime};
+use crate::domain::{CodeHasher, Email, Identifier, Locale, OtpCode, PhoneNumber, Seconds, Token, UnixTime};
 
 /// The SQLite seam as the tests see it: every batch's statements are recorded, and the next answer can be lost
 /// after its batch committed (as a dropped connection to D1 would).
@@ -210,7 +210,10 @@ fn the_third_wrong_guess_locks_out_even_the_right_code() {
     let code = w.send_code(&id).unwrap().unwrap();
     assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 2 });
     assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::InvalidCode { attempts_remaining: 1 });
-    assert_eq!(w.verify(&id, &wrong(&code)).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: 900 }));
+    assert_eq!(
+        w.verify(&id, &wrong(&code)).unwrap_err(),
+        LoginError::Refused(Refusal::Locked { retry_after: Seconds::new(900) })
+    );
     assert!(matches!(w.verify(&id, &code), Err(LoginError::Refused(Refusal::Locked { .. }))));
     assert_eq!(
         w.events.kinds().iter().filter(|k| **k == EventKind::CodeFailed).count(),
@@ -242,7 +245,7 @@ fn a_locked_identifier_cannot_ask_for_a_new_code_until_the_lockout_passes() {
         w.verify(&id, &wrong(&code)).unwrap_err();
     }
     w.clock.advance(899);
-    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: 1 }));
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: Seconds::new(1) }));
     w.clock.advance(1);
     let fresh = w.send_code(&id).unwrap().unwrap();
     assert!(w.verify(&id, &fresh).is_ok());
@@ -280,7 +283,7 @@ fn a_second_request_within_the_cooldown_is_refused_with_the_wait() {
     let id = email("mobile.test@example.com");
     w.send_code(&id).unwrap();
     w.clock.advance(45);
-    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Cooldown { retry_after: 15 }));
+    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::Cooldown { retry_after: Seconds::new(15) }));
     assert_eq!(w.outbox.sent.borrow().len(), 1);
 }
 
@@ -292,7 +295,10 @@ fn an_identifier_is_sent_at_most_five_codes_an_hour() {
         w.send_code(&id).unwrap();
         w.clock.advance(60);
     }
-    assert_eq!(w.send_code(&id).unwrap_err(), LoginError::Refused(Refusal::HourlyCap { retry_after: 3300 }));
+    assert_eq!(
+        w.send_code(&id).unwrap_err(),
+        LoginError::Refused(Refusal::HourlyCap { retry_after: Seconds::new(3300) })
+    );
     w.clock.advance(3300);
     assert!(w.send_code(&id).unwrap().is_some());
 }
@@ -304,7 +310,7 @@ fn one_client_ip_may_request_only_so_many_codes_per_window() {
         w.send_code(&email(&format!("user{n}@example.com"))).unwrap();
     }
     let refused = w.send_code(&email("mobile.test@example.com")).unwrap_err();
-    assert_eq!(refused, LoginError::Refused(Refusal::TooManyRequests { retry_after: 900 }));
+    assert_eq!(refused, LoginError::Refused(Refusal::TooManyRequests { retry_after: Seconds::new(900) }));
 }
 
 #[test]
@@ -379,7 +385,7 @@ fn a_token_authenticates_until_logout_and_not_after() {
 fn an_access_token_dies_at_its_expiry_and_carries_the_user_as_it_was_issued() {
     let w = world();
     let grant = w.log_in();
-    assert_eq!(grant.tokens.access_expires_in, 900);
+    assert_eq!(grant.tokens.access_expires_in, Seconds::new(900));
     w.db.execute("UPDATE users SET first_name = 'Renamed' WHERE id = 1");
     assert_eq!(w.auth(&grant).unwrap().session.user.first_name, "Mobile", "a snapshot: no account read");
     w.clock.advance(899);
@@ -408,7 +414,7 @@ fn a_rotated_out_refresh_token_presented_again_revokes_the_whole_session() {
     let w = world();
     let grant = w.log_in();
     let next = w.refresh(&grant).unwrap();
-    w.clock.advance(Policy::default().refresh_reuse_grace_seconds + 1);
+    w.clock.advance(Policy::default().refresh_reuse_grace.as_i64() + 1);
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
     assert_eq!(w.events.kinds().last(), Some(&EventKind::RefreshReused));
     assert_eq!(w.auth(&next).unwrap_err(), AuthError::Invalid, "the thief's or the owner's copy: both die");
@@ -420,7 +426,7 @@ fn a_rotated_out_refresh_token_presented_again_revokes_the_whole_session() {
 fn a_refresh_token_dies_at_its_expiry_and_with_its_users_access() {
     let w = world();
     let grant = w.log_in();
-    w.clock.advance(Policy::default().refresh_ttl_seconds);
+    w.clock.advance(Policy::default().refresh_ttl.as_i64());
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
 
     let w = world();
@@ -646,7 +652,7 @@ fn attack(w: &World, days: i64) -> usize {
         assert!(step < 100_000, "the attack loop must end");
         let target = &identifiers[step % 2];
         let wait = match w.send_code_from(target, &next_client()) {
-            Ok(_) => 0,
+            Ok(_) => Seconds::ZERO,
             Err(LoginError::Refused(refusal)) => refusal.retry_after(),
             Err(e) => panic!("{e:?}"),
         };
@@ -661,7 +667,7 @@ fn attack(w: &World, days: i64) -> usize {
                 }
             }
         }
-        w.clock.advance(i64::try_from(wait).unwrap().max(60));
+        w.clock.advance(wait.max(Seconds::MINUTE).as_i64());
     }
     w.guesses_evaluated()
 }
@@ -693,7 +699,10 @@ fn failures_are_counted_per_account_so_locking_the_email_also_stops_the_phone() 
     for _ in 0..3 {
         w.verify(&by_email, &wrong(&email_code)).unwrap_err();
     }
-    assert_eq!(w.verify(&by_phone, &sms_code).unwrap_err(), LoginError::Refused(Refusal::Locked { retry_after: 900 }));
+    assert_eq!(
+        w.verify(&by_phone, &sms_code).unwrap_err(),
+        LoginError::Refused(Refusal::Locked { retry_after: Seconds::new(900) })
+    );
     assert_eq!(w.counter().0, 3, "one count for the account");
 }
 
@@ -713,10 +722,10 @@ fn time_never_resets_the_count_each_lockout_doubles_and_the_thirtieth_failure_ho
         };
         lockouts.push(locked);
         if let Refusal::Locked { retry_after } = locked {
-            w.clock.advance(i64::try_from(retry_after).unwrap());
+            w.clock.advance(retry_after.as_i64());
         }
     }
-    let minutes = |m: u64| Refusal::Locked { retry_after: m * 60 };
+    let minutes = |m: u32| Refusal::Locked { retry_after: Seconds::MINUTE.times(m) };
     assert_eq!(
         lockouts,
         [
@@ -815,7 +824,7 @@ fn refreshing_is_limited_per_client_network() {
         grant = run(w.login.refresh(&grant.tokens.refresh, &from(host), &device())).unwrap();
     }
     let refused = run(w.login.refresh(&grant.tokens.refresh, &from(4), &device())).unwrap_err();
-    assert_eq!(refused, AuthError::Refused(Refusal::TooManyRequests { retry_after: 900 }));
+    assert_eq!(refused, AuthError::Refused(Refusal::TooManyRequests { retry_after: Seconds::new(900) }));
     assert!(run(w.login.refresh(&grant.tokens.refresh, &ClientIp("2001:db8:5:7::1".into()), &device())).is_ok());
 }
 
@@ -875,7 +884,7 @@ fn a_rotated_token_presented_after_the_grace_period_revokes_every_token_of_the_s
 #[test]
 fn a_grace_period_of_zero_turns_the_grace_off() {
     let mut w = world();
-    w.login.policy.refresh_reuse_grace_seconds = 0;
+    w.login.policy.refresh_reuse_grace = Seconds::ZERO;
     let grant = w.log_in();
     let next = w.refresh(&grant).unwrap();
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
@@ -920,7 +929,7 @@ fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
         grant = w.refresh(&grant).unwrap();
     }
     // 87 days after the login: the refresh token lives 3 more days, not 30.
-    assert_eq!(grant.tokens.refresh_expires_in, 3 * day);
+    assert_eq!(grant.tokens.refresh_expires_in.as_i64(), 3 * day);
     w.clock.advance(3 * day);
     assert_eq!(w.refresh(&grant).unwrap_err(), AuthError::Invalid);
     let (created, ends) =
@@ -931,9 +940,9 @@ fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
 #[test]
 fn a_session_cannot_be_longer_than_its_maximum_even_at_login() {
     let mut w = world();
-    w.login.policy.session_max_seconds = 86_400;
+    w.login.policy.session_max = Seconds::DAY;
     let grant = w.log_in();
-    assert_eq!(grant.tokens.refresh_expires_in, 86_400);
+    assert_eq!(grant.tokens.refresh_expires_in, Seconds::new(86_400));
 }
 
 #[test]
@@ -964,7 +973,7 @@ fn a_verify_whose_d1_answer_is_lost_leaves_no_session_listed() {
 #[test]
 fn a_refresh_whose_d1_answer_is_lost_can_be_retried_even_without_a_grace_period() {
     let mut w = world();
-    w.login.policy.refresh_reuse_grace_seconds = 0;
+    w.login.policy.refresh_reuse_grace = Seconds::ZERO;
     let grant = w.log_in();
     // The rotation commits and its answer is lost.
     w.seam.lose_answer_of.set(1);
@@ -977,7 +986,7 @@ fn a_refresh_whose_d1_answer_is_lost_can_be_retried_even_without_a_grace_period(
 #[test]
 fn a_refresh_whose_token_cannot_be_written_leaves_the_old_refresh_token_current() {
     let mut w = world();
-    w.login.policy.refresh_reuse_grace_seconds = 0;
+    w.login.policy.refresh_reuse_grace = Seconds::ZERO;
     let grant = w.log_in();
     w.kv.failing_puts.set(1);
     assert!(matches!(w.refresh(&grant), Err(AuthError::Internal(_))));

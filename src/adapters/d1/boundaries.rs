@@ -5,7 +5,7 @@ use crate::test_support::run;
 
 use super::D1;
 use crate::adapters::sqlite::Sqlite;
-use crate::domain::{ChallengeId, Email, Identifier, PhoneNumber, TokenDigest, UnixTime};
+use crate::domain::{ChallengeId, Email, Identifier, PhoneNumber, Seconds, TokenDigest, UnixTime};
 use crate::login::{Attempt, Challenges, ClientIp, Guess, NewCode, NewSession, Opening, Policy, Refusal};
 
 /// Midnight UTC, so that day boundaries are easy to name.
@@ -57,18 +57,23 @@ fn the_per_client_window_refuses_until_its_last_second_and_admits_at_its_end() {
         assert!(matches!(open(&db, &email(n), "2001:db8::1", T0, &policy), Opening::Issued { .. }));
     }
     let refused = open(&db, &email(9), "2001:db8::2", T0 + 899, &policy);
-    assert_eq!(refused, Opening::Refused(Refusal::TooManyRequests { retry_after: 1 }), "same /64, last second");
+    assert_eq!(
+        refused,
+        Opening::Refused(Refusal::TooManyRequests { retry_after: Seconds::new(1) }),
+        "same /64, last second"
+    );
     assert!(matches!(open(&db, &email(9), "2001:db8::3", T0 + 900, &policy), Opening::Issued { .. }));
 }
 
 #[test]
 fn the_hourly_send_window_ends_exactly_an_hour_after_it_began() {
-    let (db, policy) = (store(), Policy { max_sends_per_hour: 2, resend_cooldown_seconds: 60, ..Policy::default() });
+    let (db, policy) =
+        (store(), Policy { max_sends_per_hour: 2, resend_cooldown: Seconds::MINUTE, ..Policy::default() });
     let who = email(1);
     assert!(matches!(open(&db, &who, "192.0.2.1", T0, &policy), Opening::Issued { .. }));
     assert!(matches!(open(&db, &who, "192.0.2.1", T0 + 60, &policy), Opening::Issued { .. }));
     let refused = open(&db, &who, "192.0.2.1", T0 + 3599, &policy);
-    assert_eq!(refused, Opening::Refused(Refusal::HourlyCap { retry_after: 1 }));
+    assert_eq!(refused, Opening::Refused(Refusal::HourlyCap { retry_after: Seconds::new(1) }));
     assert!(matches!(open(&db, &who, "192.0.2.1", T0 + 3600, &policy), Opening::Issued { .. }));
 }
 
@@ -101,7 +106,7 @@ fn the_sms_cap_rolls_over_at_midnight_utc() {
 
 #[test]
 fn each_lockout_ends_at_its_last_second_and_the_next_one_is_twice_as_long() {
-    let (db, policy) = (store(), Policy { lockout_seconds: 900, ..Policy::default() });
+    let (db, policy) = (store(), Policy { lockout: Seconds::new(900), ..Policy::default() });
     let who = email(1);
     let mut now = T0;
     for (k, length) in [(1, 900), (2, 1800), (3, 3600)] {
@@ -110,10 +115,14 @@ fn each_lockout_ends_at_its_last_second_and_the_next_one_is_twice_as_long() {
             assert!(matches!(guess(&db, &who, now, &policy), Attempt::Wrong { .. }));
         }
         let Attempt::Wrong { lock, .. } = guess(&db, &who, now, &policy) else { panic!("third guess") };
-        assert_eq!(lock, Some(Refusal::Locked { retry_after: length as u64 }), "lockout {k} lasts {length} s");
+        assert_eq!(
+            lock,
+            Some(Refusal::Locked { retry_after: Seconds::new(length as u32) }),
+            "lockout {k} lasts {length} s"
+        );
         assert_eq!(
             open(&db, &who, "192.0.2.1", now + length - 1, &policy),
-            Opening::Refused(Refusal::Locked { retry_after: 1 }),
+            Opening::Refused(Refusal::Locked { retry_after: Seconds::new(1) }),
             "lockout {k}, last second"
         );
         now += length;
@@ -124,7 +133,7 @@ fn each_lockout_ends_at_its_last_second_and_the_next_one_is_twice_as_long() {
 #[test]
 fn a_lockout_never_exceeds_a_day() {
     let (db, policy) =
-        (store(), Policy { lockout_seconds: 6 * 3600, max_consecutive_failures: 100, ..Policy::default() });
+        (store(), Policy { lockout: Seconds::HOUR.times(6), max_consecutive_failures: 100, ..Policy::default() });
     let who = email(1);
     let mut now = T0;
     let mut lengths = Vec::new();
@@ -133,7 +142,7 @@ fn a_lockout_never_exceeds_a_day() {
         let mut last = None;
         for _ in 0..3 {
             if let Attempt::Wrong { lock: Some(Refusal::Locked { retry_after }), .. } = guess(&db, &who, now, &policy) {
-                last = Some(retry_after as i64);
+                last = Some(retry_after.as_i64());
             }
         }
         let length = last.unwrap();

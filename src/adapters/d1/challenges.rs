@@ -8,7 +8,7 @@ use super::rules::{
     subject_locked, Verdict,
 };
 use super::{user_by_identifier, user_from, UserRow, D1};
-use crate::adapters::sql::{int, store_error, text, BatchResults, Database, Statement};
+use crate::adapters::sql::{int, secs, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime};
 use crate::login::{Attempt, Challenges, ClientIp, Guess, NewCode, Opening, Policy, StoreError};
 
@@ -79,7 +79,7 @@ pub(super) fn ip_bucket(client: &ClientIp, purpose: &str) -> String {
 }
 
 pub(super) fn count_request(bucket: &str, now: UnixTime, policy: &Policy) -> Statement {
-    Statement::new(COUNT_REQUEST, vec![text(bucket), int(now.0), int(policy.ip_window_seconds)])
+    Statement::new(COUNT_REQUEST, vec![text(bucket), int(now.0), secs(policy.ip_window)])
 }
 
 /// The positions of a code request's statements in its batch.
@@ -108,10 +108,10 @@ impl<X: Database> Challenges for D1<X> {
                 text(identifier.value()),
                 int(now.0),
                 text(code.challenge.as_str()),
-                int(now.plus(policy.code_ttl_seconds).0),
+                int(now.plus(policy.code_ttl).0),
                 text(&bucket),
                 int(policy.ip_send_limit.into()),
-                int(policy.resend_cooldown_seconds),
+                secs(policy.resend_cooldown),
                 int(policy.max_sends_per_hour.into()),
                 text(code.digest),
             ],
@@ -132,7 +132,7 @@ impl<X: Database> Challenges for D1<X> {
         if results.first::<IdRow>(open_batch::OPEN)?.is_some_and(|row| row.challenge_id == code.challenge.as_str()) {
             let sms_slot = code.claim_sms_slot
                 && results.first::<HitsRow>(open_batch::SMS_SLOT)?.is_some_and(|row| row.hits <= policy.sms_daily_cap);
-            let account = user_from(results.first::<UserRow>(open_batch::USER)?)?;
+            let account = user_from(results.first::<UserRow>(open_batch::USER)?)?.map(Box::new);
             return Ok(Opening::Issued { account, sms_slot });
         }
         let verdict: Verdict = results.first(open_batch::REFUSAL)?.ok_or_else(|| store_error("no verdict"))?;

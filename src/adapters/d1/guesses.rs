@@ -8,7 +8,7 @@ use super::challenges::{count_request, ip_bucket, IdRow, SessionIdRow};
 use super::rules::{client_within, guess_refusal, held, lock_returning, locked, subject, subject_locked, Verdict};
 use super::sessions::{start_session, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
 use super::{user_by_identifier, user_from, UserRow, D1};
-use crate::adapters::sql::{int, opt_text, store_error, text, BatchResults, Database, Statement};
+use crate::adapters::sql::{int, opt_text, secs, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime};
 use crate::login::{Attempt, ClientIp, Guess, Policy, StoreError};
 
@@ -154,7 +154,7 @@ impl<X: Database> D1<X> {
                 int(now.0),
                 text(nonce),
                 int(policy.max_failed_attempts.into()),
-                int(policy.lockout_seconds),
+                secs(policy.lockout),
                 int(policy.max_consecutive_failures.into()),
             ],
         );

@@ -1,11 +1,9 @@
 //! The daily cleanup: state that no longer affects any answer, and audit rows and sessions past retention.
 
 use super::D1;
-use crate::adapters::sql::{int, BatchResults, Database, Statement};
-use crate::domain::UnixTime;
+use crate::adapters::sql::{int, secs, BatchResults, Database, Statement};
+use crate::domain::{Seconds, UnixTime};
 use crate::login::{Policy, StoreError};
-
-const DAY: i64 = 86_400;
 
 /// Counter windows that have ended: ?1 now, ?2 the longest window in use (the per-IP window, or two days for the
 /// per-day SMS buckets). A deleted row behaves exactly like a window that has rolled over.
@@ -40,25 +38,25 @@ pub struct Purged {
 }
 
 impl<X: Database> D1<X> {
-    /// Deletes state that no longer affects any answer, audit rows older than `retention_seconds`, and sessions
-    /// that ended more than `session_retention_seconds` ago.
+    /// Deletes state that no longer affects any answer, audit rows older than `retention`, and sessions that ended
+    /// more than `session_retention` ago.
     pub async fn purge(
         &self,
         now: UnixTime,
         policy: &Policy,
-        retention_seconds: i64,
-        session_retention_seconds: i64,
+        retention: Seconds,
+        session_retention: Seconds,
     ) -> Result<Purged, StoreError> {
-        let longest_window = policy.ip_window_seconds.max(2 * DAY);
+        let longest_window = policy.ip_window.max(Seconds::DAY.times(2));
         let results = self
             .batch(vec![
-                Statement::new(PURGE_COUNTERS, vec![int(now.0), int(longest_window)]),
+                Statement::new(PURGE_COUNTERS, vec![int(now.0), secs(longest_window)]),
                 Statement::new(PURGE_CHALLENGES, vec![int(now.0)]),
-                Statement::new(PURGE_EVENTS, vec![int(now.0), int(retention_seconds)]),
+                Statement::new(PURGE_EVENTS, vec![int(now.0), secs(retention)]),
                 Statement::new(PURGE_ACCESS_TOKENS, vec![int(now.0)]),
-                Statement::new(PURGE_REFRESH_TOKENS, vec![int(now.0), int(session_retention_seconds)]),
-                Statement::new(PURGE_SESSIONS, vec![int(now.0), int(session_retention_seconds)]),
-                Statement::new(PURGE_PROVISIONING_EVENTS, vec![int(now.0), int(retention_seconds)]),
+                Statement::new(PURGE_REFRESH_TOKENS, vec![int(now.0), secs(session_retention)]),
+                Statement::new(PURGE_SESSIONS, vec![int(now.0), secs(session_retention)]),
+                Statement::new(PURGE_PROVISIONING_EVENTS, vec![int(now.0), secs(retention)]),
             ])
             .await?;
         Ok(Purged {

@@ -11,8 +11,8 @@
 
 use serde::Deserialize;
 
-use crate::adapters::sql::{int, opt_text, text, Param, Statement};
-use crate::domain::{Identifier, UnixTime};
+use crate::adapters::sql::{int, opt_text, secs, text, Param, Statement};
+use crate::domain::{Identifier, Seconds, UnixTime};
 use crate::login::{Policy, Refusal, StoreError};
 
 /// The subject an identifier's failures are counted under, from ?1 the identifier's key (`email:…` or `sms:…`) and
@@ -158,7 +158,7 @@ pub(super) struct Verdict {
 impl Verdict {
     /// The refusal, if a rule refuses.
     pub(super) fn refusal(&self) -> Result<Option<Refusal>, StoreError> {
-        let wait = u64::try_from(self.retry_after.unwrap_or(0)).unwrap_or(0);
+        let wait = Seconds::from_i64(self.retry_after.unwrap_or(0)).unwrap_or(Seconds::ZERO);
         Ok(Some(match self.reason.as_deref() {
             None => return Ok(None),
             Some("client") => Refusal::TooManyRequests { retry_after: wait },
@@ -173,7 +173,7 @@ impl Verdict {
 
 /// What refuses a code request, if anything.
 pub(super) fn code_request_refusal(identifier: &Identifier, bucket: &str, now: UnixTime, policy: &Policy) -> Statement {
-    let (cooldown, cap) = (int(policy.resend_cooldown_seconds), int(policy.max_sends_per_hour.into()));
+    let (cooldown, cap) = (secs(policy.resend_cooldown), int(policy.max_sends_per_hour.into()));
     refusal(Some(identifier), bucket, policy.ip_send_limit, now, policy, cooldown, cap)
 }
 
@@ -204,7 +204,7 @@ fn refusal(
             int(now.0),
             text(bucket),
             int(limit.into()),
-            int(policy.ip_window_seconds),
+            secs(policy.ip_window),
             cooldown,
             cap,
         ],

@@ -6,7 +6,7 @@ use super::challenges::{count_request, ip_bucket, SessionIdRow};
 use super::rules::{client_within, refresh_refusal, Verdict};
 use super::{user_from, user_query, UserRow, D1};
 use crate::adapters::sql::{
-    int, opt_int, opt_text, store_error, stored_digest, text, BatchResults, Database, Statement,
+    int, opt_int, opt_text, secs, store_error, stored_digest, text, BatchResults, Database, Statement,
 };
 use crate::domain::{Identifier, TokenDigest, UnixTime};
 use crate::login::{
@@ -253,7 +253,7 @@ impl<X: Database> Sessions for D1<X> {
                         old.clone(),
                         new.clone(),
                         int(now.0),
-                        int(policy.refresh_reuse_grace_seconds),
+                        secs(policy.refresh_reuse_grace),
                         text(next.access.as_str()),
                         text(&bucket),
                         limit.clone(),
@@ -273,7 +273,7 @@ impl<X: Database> Sessions for D1<X> {
                         text(next.access.as_str()),
                         int(next.access_expires_at.0),
                         int(next.refresh_expires_at.0),
-                        int(policy.session_max_seconds),
+                        secs(policy.session_max),
                         opt_text(device.user_agent.as_deref()),
                         opt_text(device.ip.as_deref()),
                         opt_text(device.country.as_deref()),

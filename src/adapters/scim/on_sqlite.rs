@@ -120,7 +120,13 @@ fn the_daily_cleanup_deletes_provisioning_rows_past_the_retention_period() {
     run(crate::adapters::scim::ScimStore::new(db.clone()).create_user(&user("new@example.com"), &audit("create", "")))
         .unwrap();
     let d1 = crate::adapters::d1::D1::new(db.clone());
-    let purged = run(d1.purge(crate::domain::UnixTime(NOW), &crate::login::Policy::default(), 86_400, 86_400)).unwrap();
+    let purged = run(d1.purge(
+        crate::domain::UnixTime(NOW),
+        &crate::login::Policy::default(),
+        crate::domain::Seconds::DAY,
+        crate::domain::Seconds::DAY,
+    ))
+    .unwrap();
     assert!(purged.events >= 1);
     assert_eq!(db.number("SELECT count(*) FROM provisioning_events"), 1, "the recent row stays");
 }

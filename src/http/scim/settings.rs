@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use worker::Env;
 
 use crate::adapters::delivery::setting;
+use crate::domain::Seconds;
 use crate::http::config::ConfigError;
 
 /// Shortest token accepted in `SCIM_TOKEN`.
@@ -16,7 +17,7 @@ pub struct ScimSettings {
     pub(super) tokens: Vec<[u8; 32]>,
     /// Requests per client per window (`RATE_LIMIT_SCIM_REQUESTS`).
     pub(super) limit: u32,
-    pub(super) window: i64,
+    pub(super) window: Seconds,
 }
 
 pub(super) fn sha256(text: &str) -> [u8; 32] {
@@ -25,7 +26,7 @@ pub(super) fn sha256(text: &str) -> [u8; 32] {
 
 impl ScimSettings {
     /// `None` when `SCIM_TOKEN` is not set (SCIM is off); an error when a token is too short to be a secret.
-    pub fn from_env(env: &Env, window: i64) -> Result<Option<ScimSettings>, ConfigError> {
+    pub fn from_env(env: &Env, window: Seconds) -> Result<Option<ScimSettings>, ConfigError> {
         let Some(raw) = setting(env, "SCIM_TOKEN") else { return Ok(None) };
         let tokens: Vec<&str> = raw.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
         if tokens.is_empty() || tokens.iter().any(|t| t.len() < MIN_TOKEN_LEN || t.contains(char::is_whitespace)) {

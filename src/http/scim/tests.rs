@@ -35,7 +35,11 @@ fn the_query_is_decoded_as_a_form_and_the_origin_kept() {
 #[test]
 fn only_a_configured_token_is_admitted_and_only_as_a_bearer_token() {
     let a = "a".repeat(40);
-    let settings = ScimSettings { tokens: vec![sha256(&a), sha256(&"b".repeat(32))], limit: 1, window: 1 };
+    let settings = ScimSettings {
+        tokens: vec![sha256(&a), sha256(&"b".repeat(32))],
+        limit: 1,
+        window: crate::domain::Seconds::new(1),
+    };
     assert!(settings.admits(Some(&format!("Bearer {a}"))));
     assert!(settings.admits(Some(&format!("bearer  {}", "b".repeat(32)))));
     assert!(!settings.admits(Some(&format!("Token {a}"))));
