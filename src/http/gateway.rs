@@ -181,8 +181,8 @@ mod tests {
                 groups: vec!["Employees".into(), "Field Ops, North".into()],
                 in_employee_group: true,
             },
-            issued_at: 1_800_000_000,
-            expires_at: 1_800_000_900,
+            issued_at: crate::domain::UnixTime(1_800_000_000),
+            expires_at: crate::domain::UnixTime(1_800_000_900),
         }
     }
 

@@ -144,8 +144,8 @@ pub struct Session {
     pub format: u32,
     pub session_id: i64,
     pub user: User,
-    pub issued_at: i64,
-    pub expires_at: i64,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
 }
 
 impl Session {

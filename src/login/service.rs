@@ -331,8 +331,8 @@ impl<P: Ports> Login<P> {
             format: SESSION_FORMAT,
             session_id,
             user: user.clone(),
-            issued_at: now.0,
-            expires_at: next.access_expires_at.0,
+            issued_at: now,
+            expires_at: next.access_expires_at,
         }
     }
 

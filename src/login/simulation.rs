@@ -616,7 +616,7 @@ impl Sim {
             let sql = format!("SELECT digest FROM access_tokens WHERE session_id = {session}");
             for digest in self.edge.db.texts(&sql) {
                 for value in self.edge.servable(&kv_key(&TokenDigest::parse(&digest).unwrap())) {
-                    if Session::decode(&value).is_some_and(|s| s.expires_at > now) {
+                    if Session::decode(&value).is_some_and(|s| s.expires_at.0 > now) {
                         Self::violation(
                             &self.violations,
                             format!(

@@ -11,7 +11,7 @@ use super::ports::{
 };
 use super::service::{AuthError, Login, LoginGrant, Ports};
 use super::ClientIp;
-use crate::domain::{Token, TokenDigest, TokenError, UnixTime};
+use crate::domain::{Token, TokenDigest, TokenError};
 
 /// A request carrying a live token.
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ impl<P: Ports> Login<P> {
         })?;
         let digest = token.digest();
         let now = self.clock.now();
-        let session = self.access.get(&digest).await?.filter(|s| now < UnixTime(s.expires_at) && s.user.may_log_in());
+        let session = self.access.get(&digest).await?.filter(|s| now < s.expires_at && s.user.may_log_in());
         match session {
             Some(session) => Ok(Authenticated { token: digest, session }),
             None => Err(AuthError::Invalid),
