@@ -21,7 +21,7 @@ pub use message::{Language, Message, MessageSettings};
 pub use policy::{Policy, Refusal, NIST_MAX_CONSECUTIVE_FAILURES};
 pub use ports::{
     AccessTokens, Attempt, Challenges, Clock, DeliveryError, DeliveryReport, Device, EventKind, EventLog, Guess,
-    LoginEvent, NewCode, NewSession, Notifier, Opening, RefreshLogout, Revocation, Rotation, Scope, Session,
+    Guesses, LoginEvent, NewCode, NewSession, Notifier, Opening, RefreshLogout, Revocation, Rotation, Scope, Session,
     SessionInfo, Sessions, StoreError, SESSION_FORMAT,
 };
 pub use service::{AuthError, InternalError, Login, LoginError, LoginGrant, PendingCode, Ports, TokenPair};

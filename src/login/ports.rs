@@ -88,11 +88,11 @@ pub enum Attempt {
     Refused(Refusal),
 }
 
-/// The per-identifier counters, one-time flags and service-wide quotas. Every method is one atomic step (one D1
-/// batch) even under concurrent requests: this is what makes the guess caps and "exactly one session per code" hold.
+/// Codes: each identifier's current challenge, its sending windows and the service-wide SMS quota. One atomic step
+/// (one D1 batch) per call, even under concurrent requests.
 pub trait Challenges {
     /// Counts the request against the client's send limit and, unless a limit refuses it, starts a new challenge
-    /// for `code` expiring after `policy.code_ttl_seconds`, keeping the failure count.
+    /// for `code` expiring after `policy.code_ttl`, keeping the failure count.
     async fn open(
         &self,
         identifier: &Identifier,
@@ -101,7 +101,11 @@ pub trait Challenges {
         now: UnixTime,
         policy: &Policy,
     ) -> Result<Opening, StoreError>;
+}
 
+/// Guesses on a code. One atomic step (one D1 batch) per call, even under concurrent requests: this is what makes
+/// the guess caps and "exactly one session per code" hold.
+pub trait Guesses {
     /// Counts the request against the client's verify limit and evaluates one guess on the live code, unless a
     /// limit or a lockout refuses it: a wrong guess counts against the code and the subject; a right one consumes
     /// the code and, if the account may log in, starts the session `guess.start` and clears the subject's count.

@@ -1,8 +1,8 @@
 use super::message::{Language, Message, MessageSettings};
 use super::policy::{Policy, Refusal};
 use super::ports::{
-    AccessTokens, Attempt, Challenges, Clock, Device, EventKind, EventLog, Guess, LoginEvent, NewCode, NewSession,
-    Notifier, Opening, Session, Sessions, StoreError, SESSION_FORMAT,
+    AccessTokens, Attempt, Challenges, Clock, Device, EventKind, EventLog, Guess, Guesses, LoginEvent, NewCode,
+    NewSession, Notifier, Opening, Session, Sessions, StoreError, SESSION_FORMAT,
 };
 use super::test_logins::TestLogins;
 use super::ClientIp;
@@ -13,9 +13,9 @@ use crate::domain::{
 /// The outside world the login use cases need, named once per deployment (the Worker, the host tests, the edge
 /// simulation): each adapter behind its port.
 pub trait Ports {
-    /// The strongly consistent store (D1): codes and guesses, sessions and refresh tokens. Each call is one atomic
+    /// The strongly consistent store (D1): codes, guesses, sessions and refresh tokens. Each call is one atomic
     /// step.
-    type Store: Challenges + Sessions;
+    type Store: Challenges + Guesses + Sessions;
     /// Access tokens with a snapshot of their user (KV).
     type Tokens: AccessTokens;
     /// The email and SMS providers.

@@ -6,7 +6,7 @@ use crate::test_support::run;
 use super::D1;
 use crate::adapters::sqlite::Sqlite;
 use crate::domain::{ChallengeId, Email, Identifier, PhoneNumber, Seconds, TokenDigest, UnixTime};
-use crate::login::{Attempt, Challenges, ClientIp, Guess, NewCode, NewSession, Opening, Policy, Refusal};
+use crate::login::{Attempt, Challenges, ClientIp, Guess, Guesses, NewCode, NewSession, Opening, Policy, Refusal};
 
 /// Midnight UTC, so that day boundaries are easy to name.
 const T0: i64 = 1_800_835_200;

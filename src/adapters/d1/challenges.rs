@@ -9,8 +9,8 @@ use super::rules::{
 };
 use super::{user_by_identifier, user_from, UserRow, D1};
 use crate::adapters::sql::{int, secs, store_error, text, BatchResults, Database, Statement};
-use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime};
-use crate::login::{Attempt, Challenges, ClientIp, Guess, NewCode, Opening, Policy, StoreError};
+use crate::domain::{Identifier, UnixTime};
+use crate::login::{Challenges, ClientIp, NewCode, Opening, Policy, StoreError};
 
 /// Counts one request in a fixed window: ?1 bucket, ?2 now, ?3 window length.
 pub(super) const COUNT_REQUEST: &str = "\
@@ -140,26 +140,5 @@ impl<X: Database> Challenges for D1<X> {
             Some(refusal) => Ok(Opening::Refused(refusal)),
             None => Err(store_error("challenge was neither opened nor refused")),
         }
-    }
-
-    async fn attempt(
-        &self,
-        identifier: &Identifier,
-        guess: &Guess<'_>,
-        client: &ClientIp,
-        now: UnixTime,
-        policy: &Policy,
-    ) -> Result<Attempt, StoreError> {
-        self.decide_guess(identifier, guess, client, now, policy).await
-    }
-
-    async fn release(
-        &self,
-        identifier: &Identifier,
-        nonce: &ChallengeId,
-        access: &TokenDigest,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.release_guess(identifier, nonce, access, now).await
     }
 }

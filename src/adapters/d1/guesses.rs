@@ -10,7 +10,7 @@ use super::sessions::{start_session, FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN};
 use super::{user_by_identifier, user_from, UserRow, D1};
 use crate::adapters::sql::{int, opt_text, secs, store_error, text, BatchResults, Database, Statement};
 use crate::domain::{ChallengeId, Identifier, TokenDigest, UnixTime};
-use crate::login::{Attempt, ClientIp, Guess, Policy, StoreError};
+use crate::login::{Attempt, ClientIp, Guess, Guesses, Policy, StoreError};
 
 /// Reserves one guess on the live, unused code, if the code has guesses left, the client is under its limit and the
 /// subject is not locked; the reservation is marked with this request's ?7 nonce. ?1 key, ?2 value, ?3 now,
@@ -95,8 +95,8 @@ mod guess_batch {
     pub const USER: usize = 10;
 }
 
-impl<X: Database> D1<X> {
-    pub(super) async fn decide_guess(
+impl<X: Database> Guesses for D1<X> {
+    async fn attempt(
         &self,
         identifier: &Identifier,
         guess: &Guess<'_>,
@@ -204,7 +204,7 @@ impl<X: Database> D1<X> {
         Ok(Attempt::NoActiveCode { attempts_remaining: policy.attempts_remaining(verdict.failures, 0) })
     }
 
-    pub(super) async fn release_guess(
+    async fn release(
         &self,
         identifier: &Identifier,
         nonce: &ChallengeId,
