@@ -1,4 +1,5 @@
-//! The service's own answers, built in Rust and handed to the runtime in one step.
+//! Every answer the service gives: its own, built in Rust and handed to the runtime in one step, or the origin's
+//! (gateway mode), passed on with the edge's headers added.
 //!
 //! Every call from wasm into the runtime's JavaScript costs a boundary crossing and a string copy. Building a
 //! `worker::Response` costs one crossing per header, and again to turn it into the runtime's `Response`, which
@@ -9,13 +10,23 @@ use serde_json::Value;
 use worker::js_sys;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys;
+use worker::worker_sys::ext::{ResponseExt, ResponseInitExt};
 
-/// A status, headers (in order; a name may repeat) and an optional body.
+/// A status, headers (in order; a name may repeat) and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     status: u16,
     headers: Vec<(&'static str, String)>,
-    body: Option<String>,
+    body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
+    None,
+    Text(String),
+    /// The origin's response: its status, headers and body (a stream, never read here) come first; the answer's
+    /// headers are added to them.
+    Origin(web_sys::Response),
 }
 
 impl Answer {
@@ -39,16 +50,22 @@ impl Answer {
                 ("Cache-Control", "no-store".into()),
                 ("X-Content-Type-Options", "nosniff".into()),
             ],
-            body: Some(body),
+            body: Body::Text(body),
         }
     }
 
     /// No body (a preflight's 204).
     pub fn empty(status: u16) -> Answer {
-        Answer { status, headers: Vec::new(), body: None }
+        Answer { status, headers: Vec::new(), body: Body::None }
     }
 
-    /// Adds a header; an earlier one of the same name stays (as `Headers.append` does).
+    /// The origin's response as it came (gateway mode), redirects included.
+    pub fn forwarded(origin: web_sys::Response) -> Answer {
+        Answer { status: origin.status(), headers: Vec::new(), body: Body::Origin(origin) }
+    }
+
+    /// Adds a header; an earlier one of the same name stays (as `Headers.append` does). On a forwarded answer it
+    /// replaces the origin's headers of that name, except `Vary`, which it extends.
     pub fn header(&mut self, name: &'static str, value: impl Into<String>) {
         self.headers.push((name, value.into()));
     }
@@ -59,7 +76,10 @@ impl Answer {
 
     #[cfg(test)]
     pub fn body(&self) -> Option<&str> {
-        self.body.as_deref()
+        match &self.body {
+            Body::Text(text) => Some(text),
+            Body::None | Body::Origin(_) => None,
+        }
     }
 
     /// The `ResponseInit` as JSON: `{"status":200,"headers":[["Content-Type","application/json"],...]}`.
@@ -68,11 +88,36 @@ impl Answer {
         serde_json::json!({ "status": self.status, "headers": headers }).to_string()
     }
 
-    /// The runtime's `Response`: the init parsed by `JSON.parse`, then the constructor.
+    /// The runtime's `Response`: for the service's own answers, the init parsed by `JSON.parse`, then the
+    /// constructor.
     pub fn into_web(self) -> Result<web_sys::Response, JsValue> {
+        let text = match &self.body {
+            Body::Origin(origin) => return pass_on(origin, &self.headers),
+            Body::Text(text) => Some(text.as_str()),
+            Body::None => None,
+        };
         let init: web_sys::ResponseInit = js_sys::JSON::parse(&self.init_json())?.unchecked_into();
-        web_sys::Response::new_with_opt_str_and_init(self.body.as_deref(), &init)
+        web_sys::Response::new_with_opt_str_and_init(text, &init)
     }
+}
+
+/// A new `Response` with the origin's status, body and WebSocket, and a copy of its headers (a fetched response's
+/// own are immutable) with `added` in place of the origin's of the same names, `Vary` appended to.
+fn pass_on(origin: &web_sys::Response, added: &[(&'static str, String)]) -> Result<web_sys::Response, JsValue> {
+    let headers = web_sys::Headers::new_with_headers(&origin.headers())?;
+    for (name, _) in added.iter().filter(|(name, _)| *name != "Vary") {
+        headers.delete(name)?;
+    }
+    for (name, value) in added {
+        headers.append(name, value)?;
+    }
+    let mut init = web_sys::ResponseInit::new();
+    init.set_status(origin.status());
+    init.set_headers(&headers);
+    if let Some(websocket) = origin.websocket() {
+        init.websocket(&websocket)?;
+    }
+    web_sys::Response::new_with_opt_readable_stream_and_init(origin.body().as_ref(), &init)
 }
 
 #[cfg(test)]

@@ -8,10 +8,14 @@
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use worker::wasm_bindgen::JsValue;
-use worker::{web_sys, Fetch, Headers, Method, Request, Response};
+use worker::js_sys::{self, Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys;
 
+use super::answer::Answer;
 use super::error::ApiError;
+use super::incoming::Incoming;
 use crate::domain::UnixTime;
 use crate::login::Session;
 
@@ -84,34 +88,41 @@ impl Gateway {
 
     /// Forwards the request (method, path, query, headers less the dropped ones, body as a stream) to the origin
     /// with the signed identity, and passes its answer back untouched, redirects included.
-    pub async fn forward(&self, req: &Request, session: &Session, now: UnixTime) -> Result<Response, ApiError> {
-        let path_and_query = path_and_query(&req.inner().url());
+    pub async fn forward(&self, req: &Incoming, session: &Session, now: UnixTime) -> Result<Answer, ApiError> {
+        let path_and_query = path_and_query(&req.url());
         let method = req.method();
-        let headers = Headers::new();
-        for (name, value) in req.headers().entries() {
+        let failed = |what: &str, e: JsValue| ApiError::internal(what, &worker::Error::from(e));
+        let headers = web_sys::Headers::new().map_err(|e| failed("gateway headers", e))?;
+        for entry in req.headers().entries() {
+            // Each entry of a `Headers` iterator is a `[name, value]` pair of strings.
+            let pair: Array = entry.map_err(|e| failed("gateway header", e))?.unchecked_into();
+            let (name, value) = (pair.get(0).as_string().unwrap_or_default(), pair.get(1).as_string());
             if !dropped(&name) {
-                headers.append(&name, &value).map_err(|e| ApiError::internal("gateway header", &e))?;
+                headers.append(&name, &value.unwrap_or_default()).map_err(|e| failed("gateway header", e))?;
             }
         }
-        let identity = self.identity(method.as_ref(), &path_and_query, session, now);
+        let identity = self.identity(method, &path_and_query, session, now);
         for (name, value) in IDENTITY_HEADERS.iter().zip(identity.iter()) {
-            headers.set(name, value).map_err(|e| ApiError::internal("gateway identity header", &e))?;
+            headers.set(name, value).map_err(|e| failed("gateway identity header", e))?;
         }
         let init = web_sys::RequestInit::new();
-        init.set_method(method.as_ref());
-        init.set_headers(&headers.0);
+        init.set_method(method);
+        init.set_headers(&headers);
         init.set_redirect(web_sys::RequestRedirect::Manual);
-        if !matches!(method, Method::Get | Method::Head) {
-            if let Some(body) = req.inner().body() {
-                init.set_body(&JsValue::from(body));
+        if !matches!(method, "GET" | "HEAD") {
+            if let Some(body) = req.body_stream() {
+                init.set_body(&body);
             }
         }
         let forwarded = web_sys::Request::new_with_str_and_init(&format!("{}{path_and_query}", self.origin), &init)
             .map_err(|e| ApiError::internal("gateway request", &format!("{e:?}")))?;
-        Fetch::Request(forwarded.into()).send().await.map_err(|e| {
-            worker::console_error!("gateway: origin did not answer: {e}");
+        let runtime: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let sent = runtime.fetch_with_request(&forwarded);
+        let response = JsFuture::from(sent).await.and_then(JsCast::dyn_into::<web_sys::Response>).map_err(|e| {
+            worker::console_error!("gateway: origin did not answer: {}", worker::Error::from(e));
             ApiError::OriginUnavailable
-        })
+        })?;
+        Ok(Answer::forwarded(response))
     }
 }
 

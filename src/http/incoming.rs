@@ -47,8 +47,7 @@ impl Incoming {
         &self.path
     }
 
-    /// The whole URL, query included (the SCIM routes read their query from it).
-    #[cfg(feature = "scim")]
+    /// The whole URL, query included (the SCIM routes read their query from it, the gateway forwards it).
     pub fn url(&self) -> String {
         self.raw.url()
     }
@@ -62,9 +61,14 @@ impl Incoming {
         self.cf.get_or_init(|| self.raw.cf().map(Cf::from)).as_ref()
     }
 
-    /// The request as workers-rs wraps it, for the gateway, which forwards all of it.
-    pub fn to_worker_request(&self) -> worker::Request {
-        worker::Request::from(Clone::clone(&self.raw))
+    /// Every header, for the gateway, which forwards them.
+    pub fn headers(&self) -> &web_sys::Headers {
+        &self.headers
+    }
+
+    /// The body as the runtime's stream, unread (the gateway forwards it); `None` without a body.
+    pub fn body_stream(&self) -> Option<web_sys::ReadableStream> {
+        self.raw.body()
     }
 
     /// The whole body, refusing it as soon as more than `max` bytes have arrived. No body is an empty one.

@@ -75,12 +75,6 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
-/// What a request is answered with: the service's own answer, or the origin's (gateway mode), passed on as it came.
-enum Reply {
-    Own(Answer),
-    Forwarded(worker::Response),
-}
-
 #[event(fetch)]
 async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let started = worker::Date::now().as_millis();
@@ -90,46 +84,29 @@ async fn fetch(raw: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     let mut error = None;
     // The route's name for the log line, as far as `handle` got.
     let mut route = "other";
-    let reply = match Config::load(&env) {
+    let answer = match Config::load(&env) {
         Ok(config) => {
             let meter = Meter::new(config.storage_metrics);
-            let mut reply = handle(&req, &env, &ctx, &config, &meter, &mut route).await.unwrap_or_else(|e| {
+            let mut answer = handle(&req, &env, &ctx, &config, &meter, &mut route).await.unwrap_or_else(|e| {
                 error = Some(e.code());
-                Reply::Own(e.response())
+                e.response()
             });
-            let mut extra = config.cors.headers(origin.as_deref(), preflight);
+            // On the origin's answer (gateway mode) these replace its own CORS headers and extend its Vary.
+            config.cors.headers(origin.as_deref(), preflight).into_iter().for_each(|(n, v)| answer.header(n, v));
             // Work deferred with `wait_until` has not started yet (it runs once this future yields), so this is
             // exactly the storage work on the response path; `after_response` reports the rest.
             if let Some(ops) = meter.take() {
-                extra.push((STORAGE_OPS_HEADER, ops.to_string()));
+                answer.header(STORAGE_OPS_HEADER, ops.to_string());
             }
-            match &mut reply {
-                Reply::Own(answer) => extra.into_iter().for_each(|(name, value)| answer.header(name, value)),
-                Reply::Forwarded(response) => {
-                    // Header names and values are ASCII we control or an origin the client sent; a failure only
-                    // drops a header. The origin's own CORS headers are replaced, its Vary extended.
-                    let headers = response.headers();
-                    for (name, value) in extra {
-                        let _ = if name == "Vary" { headers.append(name, &value) } else { headers.set(name, &value) };
-                    }
-                }
-            }
-            reply
+            answer
         }
         Err(e) => {
             error = Some(ApiError::Internal.code());
-            Reply::Own(ApiError::internal("configuration", &e).response())
+            ApiError::internal("configuration", &e).response()
         }
     };
-    let status = match &reply {
-        Reply::Own(answer) => answer.status(),
-        Reply::Forwarded(response) => response.status_code(),
-    };
-    log_outcome(route, status, error, started);
-    match reply {
-        Reply::Own(answer) => Ok(answer.into_web()?),
-        Reply::Forwarded(response) => Ok(response.into()),
-    }
+    log_outcome(route, answer.status(), error, started);
+    Ok(answer.into_web()?)
 }
 
 /// The one line per request that Workers Logs keeps, as JSON: `{"route":"verify-otp","status":400,
@@ -156,7 +133,7 @@ async fn handle(
     config: &Config,
     meter: &Meter,
     logged: &mut &'static str,
-) -> Result<Reply, ApiError> {
+) -> Result<Answer, ApiError> {
     let path = req.path();
     #[cfg(feature = "scim")]
     if let (true, Some(settings)) = (scim::is_scim_path(path), &config.scim) {
@@ -164,15 +141,14 @@ async fn handle(
         // Boxed: the SCIM state machine stays out of every login request's future.
         let scim: std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + '_>> =
             Box::pin(scim::handle(req, env, settings, &config.phone_calling_codes, meter));
-        return Ok(Reply::Own(scim.await));
+        return Ok(scim.await);
     }
     if !is_auth_path(path) {
         let Some(gateway) = &config.gateway else { return Err(ApiError::NotFound) };
         // Authenticating records no event: the request's origin is never written.
         let login = edge_login(env, config, RequestOrigin::default(), meter)?;
         let auth = login.authenticate(req.header("Authorization").as_deref()).await?;
-        let forwarded = gateway.forward(&req.to_worker_request(), &auth.session, login.clock.now()).await?;
-        return Ok(Reply::Forwarded(forwarded));
+        return gateway.forward(req, &auth.session, login.clock.now()).await;
     }
     *logged = "not-found";
     let route = Route::from_path(path).ok_or(ApiError::NotFound)?;
@@ -181,7 +157,7 @@ async fn handle(
     if method == "OPTIONS" {
         let mut answer = Answer::empty(204);
         answer.header("Allow", route.allow());
-        return Ok(Reply::Own(answer));
+        return Ok(answer);
     }
     if method != route.method() {
         return Err(ApiError::MethodNotAllowed { allow: route.allow() });
@@ -225,7 +201,7 @@ async fn handle(
                 }
                 after_response(&login, &meter, route).await;
             });
-            Ok(Reply::Own(answer))
+            Ok(answer)
         }
         Route::VerifyOtp => {
             let body = body::json_object(req).await?;
@@ -233,14 +209,14 @@ async fn handle(
             let code = body::otp_code(&body)?;
             let outcome = login.verify_code(identifier, code, &client, &device(req, &client)).await;
             after_later(ctx, login, meter, route);
-            Ok(Reply::Own(granted("Login successful", &outcome?)))
+            Ok(granted("Login successful", &outcome?))
         }
         Route::Refresh => {
             let body = body::json_object(req).await?;
             let presented = body::refresh_token(&body)?.ok_or(ApiError::InvalidToken)?;
             let outcome = login.refresh(&presented, &client, &device(req, &client)).await;
             after_later(ctx, login, meter, route);
-            Ok(Reply::Own(granted("Token refreshed", &outcome?)))
+            Ok(granted("Token refreshed", &outcome?))
         }
         Route::Logout if req.header("Authorization").is_none() => {
             // An app whose access token has expired logs out with its refresh token alone; with neither, the
@@ -262,7 +238,7 @@ async fn handle(
             let outcome = login.logout_by_refresh(&presented, &client).await;
             after_later(ctx, login, meter, route);
             outcome?;
-            Ok(Reply::Own(Answer::json(200, &json!({ "message": "Logged out successfully." }))))
+            Ok(Answer::json(200, &json!({ "message": "Logged out successfully." })))
         }
         _ => {
             let auth = login.authenticate(req.header("Authorization").as_deref()).await?;
@@ -270,7 +246,7 @@ async fn handle(
             if route.records_events() {
                 after_later(ctx, login, meter, route);
             }
-            outcome.map(Reply::Own)
+            outcome
         }
     }
 }

@@ -14,6 +14,7 @@ import { SEED, startWorker } from "./support/worker.mjs";
 const SECRET = "gateway-test-secret-0123456789abcdef-0123456789";
 const REPLAY_WINDOW_SECONDS = 60;
 const T = { timeout: 120_000 };
+const APP_ORIGIN = "https://app.example.com";
 
 /** The origin's check, written from the description in docs/GATEWAY.md only. */
 function verify(req) {
@@ -51,6 +52,8 @@ function startOrigin() {
         received.push({ method: req.method, url: req.url, headers: req.headers, body, valid });
         if (!valid) {
           res.writeHead(403, { "Content-Type": "application/json" }).end('{"detail":"bad signature"}');
+        } else if (req.url.startsWith("/api/cors")) {
+          res.writeHead(200, { "Access-Control-Allow-Origin": "*", Vary: "Accept-Encoding", "X-Origin": "crm" }).end("ok");
         } else if (req.url.startsWith("/api/redirect")) {
           res.writeHead(302, { Location: "/api/elsewhere/" }).end();
         } else {
@@ -82,6 +85,7 @@ describe("gateway mode: the edge authenticates and forwards to the origin", { ti
         ...mock.workerVars(),
         ORIGIN_URL: `http://127.0.0.1:${origin.address().port}`,
         GATEWAY_SIGNING_SECRET: SECRET,
+        CORS_ALLOWED_ORIGINS: APP_ORIGIN,
       },
     });
     api = client(worker.url);
@@ -160,6 +164,17 @@ describe("gateway mode: the edge authenticates and forwards to the origin", { ti
     const stale = { ...seen, headers: { ...seen.headers } };
     stale.headers["x-auth-timestamp"] = String(Number(seen.headers["x-auth-timestamp"]) - REPLAY_WINDOW_SECONDS - 5);
     assert.equal(verify(stale), false, "a changed timestamp breaks the signature");
+  });
+
+  test("the origin's answer carries the edge's CORS headers in place of its own, and its Vary extended", T, async () => {
+    const body = await logIn(SEED.employees[3].email);
+    const res = await api.get("/api/cors/", { token: body.token, headers: { Origin: APP_ORIGIN } });
+    assert.equal(res.status, 200, describeResponse(res));
+    assert.equal(res.text, "ok");
+    assert.equal(res.headers.get("x-origin"), "crm");
+    assert.equal(res.headers.get("access-control-allow-origin"), APP_ORIGIN);
+    assert.equal(res.headers.get("access-control-expose-headers"), "Retry-After");
+    assert.equal(res.headers.get("vary"), "Accept-Encoding, Origin");
   });
 
   test("redirects from the origin reach the client; /auth/ stays with the edge; a logged-out token is refused", T, async () => {
