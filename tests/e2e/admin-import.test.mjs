@@ -12,14 +12,12 @@ import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
 
-import { PATHS, assertLogin, describeResponse } from "./support/api.mjs";
-import { client } from "./support/api.mjs";
+import { PATHS, assertSignedOut, client, describeResponse, logInByEmail } from "./support/api.mjs";
 import { startMockProviders } from "./support/mock-providers.mjs";
 import { ROOT, startWorker } from "./support/worker.mjs";
 import { currentSourcesDigest, moduleSourcesDigest } from "../../scripts/lib/identifiers.mjs";
 
 const ADMIN = path.join(ROOT, "scripts", "admin.mjs");
-const REFRESH = "/auth/api/mobile/refresh/";
 const T = { timeout: 300_000 };
 
 let mock;
@@ -56,22 +54,6 @@ function csv(name, lines) {
   const file = path.join(files, name);
   writeFileSync(file, `${lines.join("\n")}\n`);
   return file;
-}
-
-async function logIn(email, ip) {
-  const since = Date.now();
-  const gen = await api.post(PATHS.generate, { email }, { ip });
-  assert.equal(gen.status, 200, describeResponse(gen));
-  const { code } = await mock.waitForMessage(email, 10_000, { since });
-  const res = await api.post(PATHS.verify, { email, otp_code: code }, { ip });
-  return { token: assertLogin(res), refresh: res.body.refresh_token };
-}
-
-async function assertSignedOut({ token, refresh }, ip) {
-  const me = await api.get(PATHS.me, { token, ip });
-  assert.equal(me.status, 401, `access token dead at once: ${describeResponse(me)}`);
-  const refreshed = await api.post(REFRESH, { refresh_token: refresh }, { ip });
-  assert.equal(refreshed.status, 401, `refresh token dead at once: ${describeResponse(refreshed)}`);
 }
 
 describe("the admin command with Node only: import, export, offboarding, a locked database", { timeout: 900_000 }, () => {
@@ -147,7 +129,7 @@ describe("the admin command with Node only: import, export, offboarding, a locke
     await adminOk("export", exported);
     const again = await adminOk("import", exported);
     assert.match(again.stdout, /0 to create, 0 to update, \d+ unchanged/);
-    await logIn("bulk.00042@example.com", "192.0.2.10");
+    await logInByEmail(api, mock, "bulk.00042@example.com", "192.0.2.10");
   });
 
   test("a file with bad rows reports each one, with its line and reason, and applies none of them", T, async () => {
@@ -175,20 +157,20 @@ describe("the admin command with Node only: import, export, offboarding, a locke
 
   test("an import that takes away the last employee group, and delete-user, end the sessions at once", T, async () => {
     const ip = "192.0.2.11";
-    const session = await logIn("employee05@example.com", ip);
+    const session = await logInByEmail(api, mock, "employee05@example.com", ip);
     const file = csv("leave.csv", ["email,groups", "employee05@example.com,Contractors"]);
     const dry = await adminOk("import", file, "--dry-run");
     assert.match(dry.stdout, /employee05@example\.com would lose access/);
     const run = await adminOk("import", file);
     assert.match(run.stdout, /1 open session\(s\) ended/);
-    await assertSignedOut(session, ip);
+    await assertSignedOut(api, session, ip);
     const [row] = await worker.d1("SELECT groups, may_log_in, first_name FROM user_directory WHERE email = 'employee05@example.com'");
     assert.deepEqual(row, { groups: "Contractors", may_log_in: 0, first_name: "Employee" }, "columns not in the file stay");
 
-    const other = await logIn("employee06@example.com", ip);
+    const other = await logInByEmail(api, mock, "employee06@example.com", ip);
     const deleted = await adminOk("delete-user", "--email", "Employee06@example.com");
     assert.match(deleted.stdout, /deleted employee06@example\.com; 1 open session\(s\) ended/);
-    await assertSignedOut(other, ip);
+    await assertSignedOut(api, other, ip);
     assert.deepEqual(await worker.d1("SELECT id FROM users WHERE email = 'employee06@example.com'"), []);
   });
 

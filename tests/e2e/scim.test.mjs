@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { PATHS, assertLogin, call, client, describeResponse } from "./support/api.mjs";
+import { PATHS, assertSignedOut, call, client, describeResponse, logInByEmail, requestCode } from "./support/api.mjs";
 import { startMockProviders } from "./support/mock-providers.mjs";
 import { ROOT, startWorker } from "./support/worker.mjs";
 
@@ -20,7 +20,6 @@ const ERROR = "urn:ietf:params:scim:api:messages:2.0:Error";
 const PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const USER = "urn:ietf:params:scim:schemas:core:2.0:User";
 const ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-const REFRESH = "/auth/api/mobile/refresh/";
 // Requests per client (IP) per window: each test below sends fewer from its own address.
 const LIMIT = 60;
 const T = { timeout: 180_000 };
@@ -56,36 +55,9 @@ function expectScimError(res, status, scimType) {
 
 const q = (filter) => encodeURIComponent(filter);
 
-/** Asks for a code, waiting out the (1 s) resend cooldown of the previous request for the same address. */
-async function requestCode(email, ip) {
-  let gen = await api.post(PATHS.generate, { email }, { ip });
-  if (gen.status === 429 && gen.body?.error?.code === "resend_cooldown") {
-    await new Promise((r) => setTimeout(r, 1000 * Number(gen.headers.get("retry-after")) + 100));
-    gen = await api.post(PATHS.generate, { email }, { ip });
-  }
-  assert.equal(gen.status, 200, describeResponse(gen));
-}
-
-/** Logs `email` in with a code from the mock provider; returns { token, refresh }. */
-async function logIn(email, ip) {
-  const since = Date.now();
-  await requestCode(email, ip);
-  const { code } = await mock.waitForMessage(email, 10_000, { since });
-  const res = await api.post(PATHS.verify, { email, otp_code: code }, { ip });
-  return { token: assertLogin(res), refresh: res.body.refresh_token };
-}
-
-/** The access token and the refresh token are both dead now. */
-async function assertSignedOut({ token, refresh }, ip) {
-  const me = await api.get(PATHS.me, { token, ip });
-  assert.equal(me.status, 401, `access token dead at once: ${describeResponse(me)}`);
-  const refreshed = await api.post(REFRESH, { refresh_token: refresh }, { ip });
-  assert.equal(refreshed.status, 401, `refresh token dead at once: ${describeResponse(refreshed)}`);
-}
-
 async function assertNoCodeSent(email, ip) {
   const since = Date.now();
-  await requestCode(email, ip);
+  await requestCode(api, email, ip);
   await mock.expectNoMessage(email, 2500, { since });
 }
 
@@ -193,14 +165,14 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
       body: { schemas: [PATCH_OP], Operations: [{ op: "Add", path: "members", value: [{ value: user.id }] }] },
     });
     assert.equal(added.status, 204, describeResponse(added));
-    const session = await logIn(email, ip);
+    const session = await logInByEmail(api, mock, email, ip);
 
     const patched = await scim("PATCH", `/Users/${user.id}`, {
       ip,
       body: { schemas: [PATCH_OP], Operations: [{ op: "Replace", path: "active", value: "False" }] },
     });
     assert.equal(expectStatus(patched, 200).active, false);
-    await assertSignedOut(session, ip);
+    await assertSignedOut(api, session, ip);
     await assertNoCodeSent(email, ip);
 
     const events = await worker.d1(
@@ -217,7 +189,7 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
       body: { schemas: [PATCH_OP], Operations: [{ op: "Replace", path: "active", value: "True" }] },
     });
     assert.equal(expectStatus(reactivated, 200).active, true);
-    const again = await logIn(email, ip);
+    const again = await logInByEmail(api, mock, email, ip);
     // Entra ID's attribute updates: paths with a filter, the extension by URN, several in one request.
     const updated = await scim("PATCH", `/Users/${user.id}`, {
       ip,
@@ -239,7 +211,7 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
 
     const deleted = await scim("DELETE", `/Users/${user.id}`, { ip });
     assert.equal(deleted.status, 204, describeResponse(deleted));
-    await assertSignedOut(again, ip);
+    await assertSignedOut(api, again, ip);
     expectScimError(await scim("GET", `/Users/${user.id}`, { ip }), 404);
     assert.deepEqual(await worker.d1(`SELECT id FROM users WHERE email = '${email}'`), []);
   });
@@ -277,18 +249,18 @@ describe("SCIM provisioning", { timeout: 900_000 }, () => {
     const group = await employeesGroup(ip);
     const add = { schemas: [PATCH_OP], Operations: [{ op: "add", path: "members", value: [{ value: user.id, display: email }] }] };
     assert.equal((await scim("PATCH", `/Groups/${group}`, { ip, body: add })).status, 204);
-    const session = await logIn(email, ip);
+    const session = await logInByEmail(api, mock, email, ip);
 
     const deactivate = { schemas: [PATCH_OP], Operations: [{ op: "replace", value: { active: false } }] };
     assert.equal(expectStatus(await scim("PATCH", `/Users/${user.id}`, { ip, body: deactivate }), 200).active, false);
-    await assertSignedOut(session, ip);
+    await assertSignedOut(api, session, ip);
 
     const reactivate = { schemas: [PATCH_OP], Operations: [{ op: "replace", value: { active: true } }] };
     expectStatus(await scim("PATCH", `/Users/${user.id}`, { ip, body: reactivate }), 200);
-    const again = await logIn(email, ip);
+    const again = await logInByEmail(api, mock, email, ip);
     const remove = { schemas: [PATCH_OP], Operations: [{ op: "remove", path: `members[value eq "${user.id}"]` }] };
     assert.equal((await scim("PATCH", `/Groups/${group}`, { ip, body: remove })).status, 204);
-    await assertSignedOut(again, ip);
+    await assertSignedOut(api, again, ip);
     const [row] = await worker.d1(`SELECT groups, may_log_in FROM user_directory WHERE email = '${email}'`);
     assert.deepEqual(row, { groups: "Okta Field", may_log_in: 0 });
     const revoked = await worker.d1(

@@ -168,3 +168,33 @@ export async function eventually(fn, what, timeoutMs = 15_000) {
   assert.ok(result, what);
   return result;
 }
+
+/** Asks `api` (a `client`) for a code for `email`, waiting out a resend cooldown left by an earlier request. */
+export async function requestCode(api, email, ip) {
+  let gen = await api.post(PATHS.generate, { email }, { ip });
+  if (gen.status === 429 && gen.body?.error?.code === "resend_cooldown") {
+    await sleep(1000 * Number(gen.headers.get("retry-after")) + 100);
+    gen = await api.post(PATHS.generate, { email }, { ip });
+  }
+  assert.equal(gen.status, 200, describeResponse(gen));
+}
+
+/**
+ * Logs `email` in through `api` (a `client`), with the code the mock provider received; a resend cooldown left by
+ * an earlier request is waited out. Returns the access and refresh tokens.
+ */
+export async function logInByEmail(api, mock, email, ip) {
+  const since = Date.now();
+  await requestCode(api, email, ip);
+  const { code } = await mock.waitForMessage(email, 10_000, { since });
+  const res = await api.post(PATHS.verify, { email, otp_code: code }, { ip });
+  return { token: assertLogin(res), refresh: res.body.refresh_token };
+}
+
+/** The access token and the refresh token of a login are both dead now. */
+export async function assertSignedOut(api, { token, refresh }, ip) {
+  const me = await api.get(PATHS.me, { token, ip });
+  assert.equal(me.status, 401, `access token dead at once: ${describeResponse(me)}`);
+  const refreshed = await api.post(PATHS.refresh, { refresh_token: refresh }, { ip });
+  assert.equal(refreshed.status, 401, `refresh token dead at once: ${describeResponse(refreshed)}`);
+}
